@@ -1,0 +1,219 @@
+"""A recurrent layer for any cell: stacked, bidirectional, batch-first, variable lengths.
+
+Two backends share one set of parameters:
+
+* `cells`: the equations of `seqlab.cells`, stepped in Python. Readable, and the only
+  way to run the original (reset-before) GRU.
+* `fused`: `torch.nn.RNN` / `LSTM` / `GRU` on packed sequences (oneDNN on CPU, cuDNN on
+  GPU). Same math for every cell except the reset-before GRU.
+
+The parameters live in a `torch.nn.RNN` / `LSTM` / `GRU` module (`self.rnn`), used as the
+container in both backends: names `weight_ih_l{k}[_reverse]`, `weight_hh_l{k}[_reverse]`,
+`bias_ih_l{k}[_reverse]`, `bias_hh_l{k}[_reverse]`, gate order as in `seqlab.cells`. So a
+checkpoint made with one backend loads into the other, and `layer.rnn.load_state_dict(
+torch_lstm.state_dict())` copies weights from torch.
+
+Shapes: B batch, S steps, I input size, H hidden size, L layers, D directions (1 or 2).
+Final states use torch's layout: h (L*D, B, H) with row k*D + d for layer k direction d
+(and c alike for the LSTM).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqlab.cells import gru_step, lstm_step, rnn_step
+
+log = logging.getLogger(__name__)
+
+State = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for the LSTM
+CELLS = ("rnn", "lstm", "gru")
+BACKENDS = ("auto", "cells", "fused")
+
+
+def choose_backend(cell: str, backend: str, reset_after: bool) -> str:
+    """`auto` -> `fused` whenever it computes the same function as the cells, else `cells`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    fusable = not (cell == "gru" and not reset_after)
+    if backend == "fused" and not fusable:
+        raise ValueError(
+            "the fused backend (torch.nn.GRU / cuDNN) implements the reset-after GRU only; "
+            "use backend='cells' or 'auto' for reset_after=False"
+        )
+    if backend == "auto":
+        return "fused" if fusable else "cells"
+    return backend
+
+
+class Recurrent(nn.Module):
+    """Stacked (bi)directional recurrent layer.
+
+    `layer(x (B, S, I), lengths (B,) or None, state or None) -> (outputs (B, S, D*H), final)`
+
+    Padded steps (t >= lengths[b]) never change a sequence's state: its final state is
+    that of its last real step (for the reverse direction: of its first step), and its
+    outputs there are zero. Dropout with probability `dropout` is applied between layers
+    (not after the last), in training only.
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        backend: str = "auto",
+        reset_after: bool = True,
+        nonlinearity: str = "tanh",
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, not {cell!r}")
+        self.cell = cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.directions = 2 if bidirectional else 1
+        self.dropout = dropout
+        self.reset_after = reset_after
+        self.nonlinearity = nonlinearity
+        self.backend = choose_backend(cell, backend, reset_after)
+        if backend == "auto":
+            log.info("recurrent layer (%s): backend auto -> %s", cell, self.backend)
+        common = dict(
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        if cell == "lstm":
+            self.rnn = nn.LSTM(input_size, hidden_size, **common)
+        elif cell == "gru":
+            self.rnn = nn.GRU(input_size, hidden_size, **common)
+        else:
+            self.rnn = nn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **common)
+
+    @property
+    def output_size(self) -> int:
+        return self.directions * self.hidden_size
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}, reset_after={self.reset_after}"
+
+    # ------------------------------------------------------------------ whole sequences
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        if self.backend == "fused":
+            return self._forward_fused(x, lengths, state)
+        return self._forward_cells(x, lengths, state)
+
+    def _forward_fused(self, x: Tensor, lengths: Tensor | None, state: State | None):
+        B, S, _ = x.shape
+        if lengths is None or bool((lengths == S).all()):
+            return self.rnn(x, state)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, D*H)
+        return out, final
+
+    def _forward_cells(self, x: Tensor, lengths: Tensor | None, state: State | None):
+        B, S, _ = x.shape
+        L, D, H = self.num_layers, self.directions, self.hidden_size
+        if state is None:
+            zeros = x.new_zeros(L * D, B, H)
+            state = (zeros, zeros) if self.cell == "lstm" else zeros
+        # mask (S, B, 1): True where step t is real for sequence b
+        mask = None
+        if lengths is not None:
+            steps = torch.arange(S, device=x.device)
+            mask = (steps[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)
+        finals = []
+        layer_input = x
+        for k in range(L):
+            outputs = []
+            for d in range(D):
+                row = k * D + d
+                init = (state[0][row], state[1][row]) if self.cell == "lstm" else state[row]
+                out, final = self._run_direction(layer_input, init, k, d, mask)
+                outputs.append(out)
+                finals.append(final)
+            layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
+            if k < L - 1 and self.dropout > 0:
+                layer_input = F.dropout(layer_input, self.dropout, self.training)
+        if self.cell == "lstm":
+            final_state = (torch.stack([f[0] for f in finals]), torch.stack([f[1] for f in finals]))
+        else:
+            final_state = torch.stack(finals)
+        return layer_input, final_state
+
+    def _weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        suffix = f"l{layer}" + ("_reverse" if direction else "")
+        return tuple(getattr(self.rnn, f"{name}_{suffix}") for name in
+                     ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def _step(self, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
+        if self.cell == "lstm":
+            return lstm_step(gx, state, w_hh, b_hh)
+        if self.cell == "gru":
+            return gru_step(gx, state, w_hh, b_hh, self.reset_after)
+        return rnn_step(gx, state, w_hh, b_hh, self.nonlinearity)
+
+    def _run_direction(self, x: Tensor, state: State, layer: int, direction: int, mask):
+        """One layer, one direction over all steps. x: (B, S, I) -> out (B, S, H), final."""
+        w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
+        gx = F.linear(x, w_ih, b_ih).transpose(0, 1)  # (S, B, G*H): all input products at once
+        S = gx.shape[0]
+        steps = range(S - 1, -1, -1) if direction else range(S)
+        outs: list[Tensor] = [None] * S  # type: ignore[list-item]
+        for t in steps:
+            new = self._step(gx[t], state, w_hh, b_hh)
+            if mask is not None:  # padded step: keep the state, output zero
+                m = mask[t]
+                if self.cell == "lstm":
+                    new = (torch.where(m, new[0], state[0]), torch.where(m, new[1], state[1]))
+                else:
+                    new = torch.where(m, new, state)
+            state = new
+            h = state[0] if self.cell == "lstm" else state
+            outs[t] = h if mask is None else h * mask[t]
+        return torch.stack(outs, dim=1), state
+
+    # ------------------------------------------------------------------ one step
+    def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step of a unidirectional stack, for decoders.
+
+        x: (B, I), state (L, B, H) [or (h, c)] -> output of the top layer (B, H), new state.
+        """
+        if self.directions != 1:
+            raise ValueError("step() needs a unidirectional layer")
+        if self.backend == "fused":
+            out, state = self.rnn(x.unsqueeze(1), state)
+            return out[:, 0], state
+        B = x.shape[0]
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
+            state = (zeros, zeros) if self.cell == "lstm" else zeros
+        new_states = []
+        layer_input = x
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._weights(k, 0)
+            prev = (state[0][k], state[1][k]) if self.cell == "lstm" else state[k]
+            new = self._step(F.linear(layer_input, w_ih, b_ih), prev, w_hh, b_hh)
+            new_states.append(new)
+            layer_input = new[0] if self.cell == "lstm" else new
+            if k < self.num_layers - 1 and self.dropout > 0:
+                layer_input = F.dropout(layer_input, self.dropout, self.training)
+        if self.cell == "lstm":
+            return layer_input, (torch.stack([s[0] for s in new_states]),
+                                 torch.stack([s[1] for s in new_states]))
+        return layer_input, torch.stack(new_states)
