@@ -1,0 +1,277 @@
+"""The encoder-decoder, read top to bottom: embed -> encoder -> bridge -> decoder.step -> logits.
+
+    memory = model.encode(src, src_lengths)          # encoder states, keys, mask
+    state = model.init_state(memory)                 # bridge: encoder final -> decoder first
+    logits, state, attn = model.step(prev, state, memory)   # one target token at a time
+
+Training (`model(src, src_lengths, tgt_in)`), greedy and beam search all go through the
+same step; the teacher-forced pass only batches the parts that do not depend on the
+previous step (the output projection always; the whole decoder when nothing is fed back).
+
+Decoder arrangements (Luong, Pham & Manning 2015; Bahdanau, Cho & Bengio 2015;
+Cho et al. 2014):
+
+    luong:     s_t = RNN([y_{t-1}; a_{t-1}], s_{t-1})   (a_{t-1} only with input feeding)
+               c_t = attend(s_t, h_1..S)
+    bahdanau:  c_t = attend(s_{t-1}, h_1..S)            (previous state is the query)
+               s_t = RNN([y_{t-1}; c_t], s_{t-1})
+    none:      c   = the encoder's final state, the same at every step (Cho et al. 2014)
+               s_t = RNN([y_{t-1}; c], s_{t-1})
+    then       a_t = tanh(W_c [s_t; c_t])               attentional vector (Luong eq. 5)
+               p(y_t | y_<t, x) = softmax(W_o a_t)
+
+Departures: the Bahdanau arrangement uses the same attentional output layer a_t as Luong
+(the paper's deep output with maxout is not implemented); the `none` decoder also reads out
+through a_t, so all variants differ only in the attention. Shapes: B batch, S source length,
+T target length, E embedding, H hidden, M memory (= encoder output) size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.attention import Attention
+from seqlab.config import ModelConfig
+from seqlab.recurrent import Recurrent
+from seqlab.vocab import PAD
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+def _select(x, index: Tensor, dim: int):
+    if x is None:
+        return None
+    if isinstance(x, tuple):
+        return tuple(t.index_select(dim, index) for t in x)
+    return x.index_select(dim, index)
+
+
+@dataclass
+class Memory:
+    """What the decoder reads from the encoder, for a batch of B source sentences."""
+
+    states: Tensor  # (B, S, M) encoder outputs, zero at padding
+    keys: Tensor | None  # (B, S, K) attention keys precomputed from `states` (None: no attention)
+    mask: Tensor  # (B, S) bool, True at real source tokens
+    final: State  # encoder top layer's final state, both directions: (B, M) [or (h, c)]
+
+    def index_select(self, index: Tensor) -> Memory:
+        """Rows picked / repeated by index (B',), e.g. to expand each sentence for a beam."""
+        return Memory(_select(self.states, index, 0), _select(self.keys, index, 0),
+                      _select(self.mask, index, 0), _select(self.final, index, 0))
+
+
+@dataclass
+class DecoderState:
+    hidden: State  # (L, B, H) [or (h, c)]
+    feed: Tensor | None  # (B, H) the last attentional vector a_{t-1} (input feeding), else None
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        return DecoderState(_select(self.hidden, index, 1), _select(self.feed, index, 0))
+
+
+class Encoder(nn.Module):
+    """Embeddings and a (bi)directional recurrent stack: src (B, S) -> states (B, S, D*H)."""
+
+    def __init__(self, *, vocab_size: int, embedding_size: int, hidden_size: int, cell: str,
+                 num_layers: int, bidirectional: bool, dropout: float, backend: str,
+                 reset_after: bool):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = Recurrent(cell, embedding_size, hidden_size, num_layers=num_layers,
+                             bidirectional=bidirectional, dropout=dropout, backend=backend,
+                             reset_after=reset_after)
+
+    def forward(self, src: Tensor, lengths: Tensor) -> tuple[Tensor, State]:
+        """-> states (B, S, D*H), final state of the top layer (B, D*H) [or (h, c)]."""
+        states, final = self.rnn(self.dropout(self.embed(src)), lengths)
+        D = self.rnn.directions
+
+        def top(x):  # (L*D, B, H) -> (B, D*H): the last layer's directions side by side
+            return x[-D:].transpose(0, 1).reshape(x.shape[1], -1)
+
+        return states, (top(final[0]), top(final[1])) if isinstance(final, tuple) else top(final)
+
+
+class Bridge(nn.Module):
+    """Decoder's first state from the encoder's final one (B, M) -> (L, B, H).
+
+    zero:    s_0 = 0
+    last:    s_0 = h_enc (needs M == H), in every decoder layer
+    learned: s_0 = tanh(W h_enc + b), a separate slice of W for each decoder layer
+             (and a second map for the LSTM cell state)
+    """
+
+    def __init__(self, kind: str, memory_size: int, hidden_size: int, num_layers: int,
+                 lstm: bool):
+        super().__init__()
+        if kind == "last" and memory_size != hidden_size:
+            raise ValueError(f"bridge 'last' needs encoder output size {memory_size} == "
+                             f"decoder hidden size {hidden_size}")
+        self.kind, self.hidden_size = kind, hidden_size
+        self.num_layers, self.lstm = num_layers, lstm
+        if kind == "learned":
+            self.h = nn.Linear(memory_size, num_layers * hidden_size)
+            self.c = nn.Linear(memory_size, num_layers * hidden_size) if lstm else None
+
+    def _map(self, x: Tensor, linear: nn.Linear | None) -> Tensor:
+        L, B = self.num_layers, x.shape[0]
+        if self.kind == "zero":
+            return x.new_zeros(L, B, self.hidden_size)
+        if self.kind == "last":
+            return x.unsqueeze(0).expand(L, -1, -1).contiguous()
+        return torch.tanh(linear(x)).view(B, L, self.hidden_size).transpose(0, 1).contiguous()
+
+    def forward(self, final: State) -> State:
+        if self.lstm:
+            return self._map(final[0], self.h if self.kind == "learned" else None), \
+                self._map(final[1], self.c)
+        return self._map(final, self.h if self.kind == "learned" else None)
+
+
+class Decoder(nn.Module):
+    """One step at a time: (y_{t-1}, state, memory) -> (logits (B, V), state, weights (B, S))."""
+
+    def __init__(self, *, vocab_size: int, embedding_size: int, hidden_size: int,
+                 memory_size: int, cell: str, num_layers: int, dropout: float, attention: str,
+                 style: str, input_feeding: bool, attention_size: int | None,
+                 tie_embeddings: bool, backend: str, reset_after: bool):
+        super().__init__()
+        self.style = "context" if attention == "none" else style
+        self.input_feeding = input_feeding and self.style == "luong"
+        self.hidden_size = hidden_size
+        self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
+        self.dropout = nn.Dropout(dropout)
+        extra = hidden_size if self.input_feeding else 0 if self.style == "luong" else memory_size
+        self.rnn = Recurrent(cell, embedding_size + extra, hidden_size, num_layers=num_layers,
+                             dropout=dropout, backend=backend, reset_after=reset_after)
+        self.attention = (None if attention == "none" else
+                          Attention(attention, hidden_size, memory_size, attention_size))
+        self.combine = nn.Linear(hidden_size + memory_size, hidden_size)  # W_c
+        self.out = nn.Linear(hidden_size, vocab_size)  # W_o
+        if tie_embeddings:
+            self.out.weight = self.embed.weight
+
+    def precompute_keys(self, states: Tensor) -> Tensor | None:
+        return None if self.attention is None else self.attention.precompute_keys(states)
+
+    def _top(self, hidden: State) -> Tensor:
+        return (hidden[0] if isinstance(hidden, tuple) else hidden)[-1]  # (B, H)
+
+    def advance(self, prev: Tensor, state: DecoderState, memory: Memory):
+        """The step without the output layer: -> a_t (B, H), new state, weights (B, S) | None."""
+        emb = self.dropout(self.embed(prev))  # (B, E)
+        weights = None
+        if self.style == "luong":
+            rnn_in = torch.cat([emb, state.feed], -1) if self.input_feeding else emb
+            s, hidden = self.rnn.step(rnn_in, state.hidden)  # s: (B, H)
+            context, weights = self.attention(s, memory.keys, memory.states, memory.mask)
+        else:
+            if self.style == "bahdanau":
+                query = self._top(state.hidden)  # s_{t-1}
+                context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
+            else:  # plain context-vector seq2seq
+                context = memory.final[0] if isinstance(memory.final, tuple) else memory.final
+            s, hidden = self.rnn.step(torch.cat([emb, context], -1), state.hidden)
+        a = torch.tanh(self.combine(torch.cat([s, context], -1)))  # (B, H)
+        return a, DecoderState(hidden, a if self.input_feeding else None), weights
+
+    def project(self, a: Tensor) -> Tensor:
+        """a (..., H) -> logits (..., V)."""
+        return self.out(self.dropout(a))
+
+    def step(self, prev: Tensor, state: DecoderState, memory: Memory):
+        a, state, weights = self.advance(prev, state, memory)
+        return self.project(a), state, weights
+
+    def forward(self, tgt_in: Tensor, state: DecoderState, memory: Memory,
+                teacher_forcing: float = 1.0, generator: torch.Generator | None = None):
+        """Teacher-forced pass over tgt_in (B, T) -> logits (B, T, V), weights (B, T, S) | None.
+
+        With teacher_forcing < 1, each sequence at each step t > 0 is fed the gold token
+        y_{t-1} with that probability, else the model's own greedy choice (scheduled
+        sampling, Bengio et al. 2015, drawn per step and per sequence).
+        """
+        B, T = tgt_in.shape
+        if teacher_forcing >= 1.0 and self.style == "luong" and not self.input_feeding:
+            return self._parallel(tgt_in, state, memory)
+        sampling = teacher_forcing < 1.0
+        outputs, all_weights, logits = [], [], []
+        prev = tgt_in[:, 0]
+        for t in range(T):
+            a, state, weights = self.advance(prev, state, memory)
+            outputs.append(a)
+            all_weights.append(weights)
+            if sampling:
+                logits.append(self.project(a))
+            if t + 1 < T:
+                prev = tgt_in[:, t + 1]
+                if sampling:
+                    own = logits[-1].argmax(-1)
+                    coin = torch.rand(B, generator=generator, device=tgt_in.device)
+                    prev = torch.where(coin < teacher_forcing, prev, own)
+        # with gold inputs only, one big output product for all T steps
+        out = torch.stack(logits, 1) if sampling else self.project(torch.stack(outputs, 1))
+        weights = None if self.attention is None else torch.stack(all_weights, 1)
+        return out, weights
+
+    def _parallel(self, tgt_in: Tensor, state: DecoderState, memory: Memory):
+        """Luong without input feeding: the RNN sees only gold tokens, so it runs once over
+        the whole target (fused), and attention takes all T queries at once."""
+        s, _ = self.rnn(self.dropout(self.embed(tgt_in)), None, state.hidden)  # (B, T, H)
+        context, weights = self.attention(s, memory.keys, memory.states, memory.mask)
+        a = torch.tanh(self.combine(torch.cat([s, context], -1)))  # (B, T, H)
+        return self.project(a), weights
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, encoder: Encoder, bridge: Bridge, decoder: Decoder):
+        super().__init__()
+        self.encoder, self.bridge, self.decoder = encoder, bridge, decoder
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Memory:
+        """src (B, S) padded with PAD, src_lengths (B,) -> Memory."""
+        states, final = self.encoder(src, src_lengths)
+        mask = src != PAD  # (B, S)
+        return Memory(states, self.decoder.precompute_keys(states), mask, final)
+
+    def init_state(self, memory: Memory) -> DecoderState:
+        hidden = self.bridge(memory.final)
+        h = hidden[0] if isinstance(hidden, tuple) else hidden
+        feed = h.new_zeros(h.shape[1], self.decoder.hidden_size) if self.decoder.input_feeding \
+            else None
+        return DecoderState(hidden, feed)
+
+    def step(self, prev: Tensor, state: DecoderState, memory: Memory):
+        """prev (B,) -> logits (B, V), new state, attention weights (B, S) or None."""
+        return self.decoder.step(prev, state, memory)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
+                teacher_forcing: float = 1.0, generator: torch.Generator | None = None):
+        """Teacher-forced training pass -> logits (B, T, V), attention (B, T, S) or None."""
+        memory = self.encode(src, src_lengths)
+        return self.decoder(tgt_in, self.init_state(memory), memory, teacher_forcing, generator)
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    """The one place that reads the model config."""
+    directions = 2 if cfg.bidirectional else 1
+    memory_size = cfg.hidden_size  # encoder output: D directions of hidden_size // D units
+    common = dict(cell=cfg.cell, dropout=cfg.dropout, backend=cfg.backend,
+                  reset_after=cfg.gru_reset_after)
+    encoder = Encoder(vocab_size=src_vocab_size, embedding_size=cfg.embedding_size,
+                      hidden_size=cfg.hidden_size // directions, num_layers=cfg.encoder_layers,
+                      bidirectional=cfg.bidirectional, **common)
+    bridge = Bridge(cfg.bridge, memory_size, cfg.hidden_size, cfg.decoder_layers,
+                    lstm=cfg.cell == "lstm")
+    decoder = Decoder(vocab_size=tgt_vocab_size, embedding_size=cfg.embedding_size,
+                      hidden_size=cfg.hidden_size, memory_size=memory_size,
+                      num_layers=cfg.decoder_layers, attention=cfg.attention,
+                      style=cfg.attention_style, input_feeding=cfg.input_feeding,
+                      attention_size=cfg.attention_size, tie_embeddings=cfg.tie_embeddings,
+                      **common)
+    return Seq2Seq(encoder, bridge, decoder)
