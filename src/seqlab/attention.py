@@ -1,0 +1,205 @@
+"""Attention: score the encoder states against a decoder query, then average them.
+
+At decoder step t with query s_t (the decoder state) and encoder states h_1 .. h_S:
+
+    e_tj = score(s_t, h_j)                              alignment scores
+    a_tj = exp(e_tj) / sum_k exp(e_tk)                  weights (softmax over S)
+    c_t  = sum_j a_tj h_j                               context vector
+
+Scores (Luong, Pham & Manning 2015, "Effective Approaches to Attention-based Neural
+Machine Translation", eq. 8; Bahdanau, Cho & Bengio 2015, "Neural Machine Translation by
+Jointly Learning to Align and Translate", appendix A.1.2; Vaswani et al. 2017, "Attention
+Is All You Need", eq. 1):
+
+    dot         s^T h
+    scaled_dot  s^T h / sqrt(n)                         n = key size
+    general     s^T W h                                 (Luong)
+    additive    v^T tanh(W s + U h)                     (Bahdanau; Luong's "concat")
+
+The parts that depend only on the source (W h for general, U h for additive) are computed
+once per source sentence by `Attention.precompute_keys`; the score functions below take
+those precomputed *keys*, so a decoder step costs one product with the query.
+
+Every score function takes a query for one decoder step, (B, Hq), or for all steps at once,
+(B, T, Hq) (a teacher-forced parallel pass), and returns scores (B, S) or (B, T, S).
+
+Shapes: B batch, S source length, T target (query) steps, Hq query size, K key size,
+M memory (value) size, A attention size. A mask is bool (B, S), True at real tokens and
+False at padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+KINDS = ("dot", "scaled_dot", "general", "additive")
+
+
+def _as_steps(query: Tensor) -> tuple[Tensor, bool]:
+    """(B, Hq) -> (B, 1, Hq) so that one code path serves both query forms."""
+    if query.dim() == 2:
+        return query.unsqueeze(1), True
+    if query.dim() == 3:
+        return query, False
+    raise ValueError(f"query must be (B, Hq) or (B, T, Hq), got shape {tuple(query.shape)}")
+
+
+def dot(query: Tensor, keys: Tensor) -> Tensor:
+    """Luong dot score:  e_j = s^T h_j.
+
+    query: (B, Hq) or (B, T, Hq);  keys: (B, S, K) with K == Hq  ->  (B, S) or (B, T, S)
+    """
+    if query.size(-1) != keys.size(-1):
+        raise ValueError(
+            f"dot score needs query size == key size, got {query.size(-1)} and {keys.size(-1)}"
+        )
+    q, one_step = _as_steps(query)
+    scores = q @ keys.transpose(1, 2)  # (B, T, Hq) @ (B, K, S) -> (B, T, S)
+    return scores.squeeze(1) if one_step else scores
+
+
+def scaled_dot(query: Tensor, keys: Tensor) -> Tensor:
+    """Scaled dot score (Vaswani et al. 2017, eq. 1):  e_j = s^T h_j / sqrt(n), n = K.
+
+    Keeps the scores' variance near 1 when the entries are of unit variance, so the
+    softmax does not saturate for large key sizes.
+    query: (B, Hq) or (B, T, Hq);  keys: (B, S, K), K == Hq  ->  (B, S) or (B, T, S)
+    """
+    return dot(query, keys) / math.sqrt(keys.size(-1))
+
+
+def general(query: Tensor, keys: Tensor) -> Tensor:
+    """Luong general score:  e_j = s^T W h_j,  with keys = W h precomputed.
+
+    Since W h does not depend on the step, `Attention.precompute_keys` computes it once
+    per source and the score at each step is a dot product with those keys.
+    query: (B, Hq) or (B, T, Hq);  keys: (B, S, Hq) = W h  ->  (B, S) or (B, T, S)
+    """
+    return dot(query, keys)
+
+
+def additive(query: Tensor, keys: Tensor, query_weight: Tensor, v: Tensor) -> Tensor:
+    """Bahdanau additive score (Luong's "concat"):  e_j = v^T tanh(W s + U h_j),
+    with keys = U h precomputed.
+
+    Like the paper, there are no bias terms (a bias in W s + U h would be redundant with
+    one in either projection; Luong's concat form v^T tanh(W [s; h]) is the same score).
+    query: (B, Hq) or (B, T, Hq);  keys: (B, S, A) = U h;  query_weight W: (A, Hq);
+    v: (A,)  ->  (B, S) or (B, T, S)
+    """
+    q, one_step = _as_steps(query)
+    wq = F.linear(q, query_weight)  # (B, T, Hq) -> (B, T, A)
+    hidden = torch.tanh(wq.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, 1, A) + (B, 1, S, A)
+    scores = hidden @ v  # (B, T, S, A) @ (A,) -> (B, T, S)
+    return scores.squeeze(1) if one_step else scores
+
+
+def attend(scores: Tensor, values: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Masked softmax over the source, then the weighted average of the values:
+
+        a_j = exp(e_j) / sum_k exp(e_k)   over unmasked k;   c = sum_j a_j v_j
+
+    Masked positions (mask False) get score -inf, so their weight is exactly 0 and their
+    values cannot leak into the context. Every row needs at least one unmasked position
+    (an all-padding row would give NaN weights).
+    scores: (B, S) or (B, T, S);  values: (B, S, M);  mask: bool (B, S) or None
+    ->  context (B, M) or (B, T, M),  weights like scores
+    """
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = real token), got {mask.dtype}")
+        if scores.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, S) -> (B, 1, S), broadcast over T
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if weights.dim() == 2:
+        context = (weights.unsqueeze(1) @ values).squeeze(1)  # (B, 1, S) @ (B, S, M) -> (B, M)
+    else:
+        context = weights @ values  # (B, T, S) @ (B, S, M) -> (B, T, M)
+    return context, weights
+
+
+class Attention(nn.Module):
+    """The parameters of one score function, and the two calls a decoder makes:
+
+        keys = attention.precompute_keys(memory)                   once per source
+        context, weights = attention(query, keys, memory, mask)    every step (or all steps)
+
+    kind: "dot" | "scaled_dot" | "general" | "additive" (see the module docstring).
+    query_size Hq: the decoder state size; memory_size M: the encoder output size
+    (2H for a bidirectional encoder); attention_size A: the hidden size of the additive
+    score (default Hq, as in Bahdanau et al.), only meaningful for "additive".
+
+    Parameters (no biases, as in the papers):
+        general:   key_proj.weight (Hq, M) = W
+        additive:  key_proj.weight (A, M) = U,  query_proj.weight (A, Hq) = W,  v (A,)
+    The module holds no state between calls.
+    """
+
+    def __init__(
+        self, kind: str, query_size: int, memory_size: int, attention_size: int | None = None
+    ):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown attention kind {kind!r}; choose one of {KINDS}")
+        if kind in ("dot", "scaled_dot") and query_size != memory_size:
+            raise ValueError(
+                f"{kind} attention needs query_size == memory_size, got {query_size} and "
+                f"{memory_size}; use 'general' or 'additive' to score states of different sizes"
+            )
+        if attention_size is not None and kind != "additive":
+            raise ValueError(f"attention_size applies only to 'additive', not to {kind!r}")
+        self.kind = kind
+        self.query_size = query_size
+        self.memory_size = memory_size
+        self.attention_size = attention_size
+        if kind == "general":
+            self.key_proj = nn.Linear(memory_size, query_size, bias=False)  # W: M -> Hq
+        elif kind == "additive":
+            a = query_size if attention_size is None else attention_size
+            self.attention_size = a
+            self.key_proj = nn.Linear(memory_size, a, bias=False)  # U: M -> A
+            self.query_proj = nn.Linear(query_size, a, bias=False)  # W: Hq -> A
+            self.v = nn.Parameter(torch.empty(a))  # (A,)
+            bound = 1 / math.sqrt(a)  # what nn.Linear(A, 1) would draw for its weight
+            nn.init.uniform_(self.v, -bound, bound)
+
+    def precompute_keys(self, memory: Tensor) -> Tensor:
+        """The source-only part of the score, computed once per source sentence.
+
+        memory: (B, S, M)  ->  keys: (B, S, M) for dot / scaled_dot (the memory itself),
+        (B, S, Hq) = W h for general, (B, S, A) = U h for additive.
+        """
+        if self.kind in ("general", "additive"):
+            return self.key_proj(memory)
+        return memory
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        """query: (B, Hq) or (B, T, Hq);  keys from `precompute_keys`  ->  (B, S) or (B, T, S)"""
+        if self.kind == "dot":
+            return dot(query, keys)
+        if self.kind == "scaled_dot":
+            return scaled_dot(query, keys)
+        if self.kind == "general":
+            return general(query, keys)
+        return additive(query, keys, self.query_proj.weight, self.v)
+
+    def forward(
+        self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """query: (B, Hq) or (B, T, Hq);  keys: from `precompute_keys`;  values: (B, S, M)
+        (usually the memory);  mask: bool (B, S) or None
+        ->  context (B, M) or (B, T, M),  weights (B, S) or (B, T, S)
+        """
+        return attend(self.score(query, keys), values, mask)
+
+    def extra_repr(self) -> str:
+        extra = f", attention_size={self.attention_size}" if self.kind == "additive" else ""
+        return (
+            f"kind={self.kind!r}, query_size={self.query_size}, "
+            f"memory_size={self.memory_size}{extra}"
+        )

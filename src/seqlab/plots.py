@@ -1,0 +1,278 @@
+"""Pictures: attention maps, training curves, gradient flow.
+
+matplotlib is imported inside the functions, so `import seqlab` stays light. The figures are
+built with `matplotlib.figure.Figure` directly and saved by the Agg canvas, without pyplot:
+no global backend switch, no window, nothing to close, and it works in a headless job or
+next to a notebook's own backend.
+
+Hangul must render in every picture: the NanumGothic font shipped by the
+`koreanize-matplotlib` package is registered with matplotlib and used, glyph by glyph,
+for whatever DejaVu Sans (matplotlib's own font, first in the list) lacks.
+The settings apply only while a figure is drawn (`matplotlib.rc_context`), so the caller's
+own matplotlib settings are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import json
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+FONT_PACKAGE = "koreanize_matplotlib"
+FONT_FILE = "NanumGothic.ttf"
+DEFAULT_CURVE_KEYS = ("train_loss", "valid_loss", "valid_ppl", "valid_bleu", "valid_chrf")
+DPI = 120
+
+
+def _font_path() -> Path | None:
+    """NanumGothic.ttf inside the installed koreanize_matplotlib package (not imported:
+    its import would change matplotlib's global settings), or None."""
+    spec = importlib.util.find_spec(FONT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "fonts" / FONT_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def _hangul_font_name() -> str | None:
+    """Register the Hangul font with matplotlib once; its family name, or None (with one
+    warning) if the font file cannot be found."""
+    from matplotlib import font_manager
+
+    path = _font_path()
+    if path is None:
+        warnings.warn(
+            f"{FONT_FILE} not found (is {FONT_PACKAGE.replace('_', '-')} installed?); "
+            "Hangul will not render in seqlab's plots",
+            stacklevel=3,
+        )
+        return None
+    font_manager.fontManager.addfont(str(path))
+    return font_manager.FontProperties(fname=str(path)).get_name()
+
+
+@contextlib.contextmanager
+def _use_hangul_font() -> Iterator[None]:
+    """Within the block, text is drawn with DejaVu Sans and, for every glyph it lacks
+    (Hangul), NanumGothic; minus signs are a plain '-'.
+
+    DejaVu Sans comes first, not NanumGothic, because mathtext (log-axis tick labels such as
+    10^-3) uses only the first family and NanumGothic has no minus sign U+2212; plain text
+    falls back glyph by glyph, so Hangul still comes from NanumGothic.
+    """
+    import matplotlib
+
+    name = _hangul_font_name()
+    families = ["DejaVu Sans", name] if name else ["DejaVu Sans"]
+    with matplotlib.rc_context({"font.family": families, "axes.unicode_minus": False}):
+        yield
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _to_array(weights: Any) -> Any:
+    """A torch tensor (any device, with or without grad) or array-like -> float numpy array."""
+    import numpy as np
+
+    if hasattr(weights, "detach"):
+        weights = weights.detach().float().cpu().numpy()
+    return np.asarray(weights, dtype=float)
+
+
+def _attention_layout(t: int, s: int) -> tuple[float, float, float]:
+    """Figure width and height (inches) and label font size for a (T, S) attention map:
+    0.3 inch per token, at most 20 x 20 inches; past that the cells shrink and so do the
+    labels (10 pt down to 4 pt)."""
+    width = min(20.0, max(4.0, 2.0 + 0.3 * s))
+    height = min(20.0, max(3.0, 1.5 + 0.3 * t))
+    cell = min((width - 2.0) / max(s, 1), (height - 1.5) / max(t, 1))  # inches per token
+    fontsize = min(10.0, max(4.0, 0.8 * 72 * cell))
+    return width, height, fontsize
+
+
+def plot_attention(
+    weights: Any,
+    src_tokens: Sequence[str],
+    tgt_tokens: Sequence[str],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Heatmap of attention weights: row t = output token t, column j = source token j.
+
+    weights: (T, S) tensor or array (one sentence, e.g. `weights[b]` of a (B, T, S) batch,
+    cut to the real lengths);  src_tokens: S strings;  tgt_tokens: T strings.
+    The figure grows with the token counts (capped at about 20 x 20 inches). Saved as PNG;
+    returns the path.
+    """
+    from matplotlib.figure import Figure
+
+    w = _to_array(weights)
+    if w.shape != (len(tgt_tokens), len(src_tokens)):
+        raise ValueError(
+            f"weights have shape {w.shape} but there are {len(tgt_tokens)} target and "
+            f"{len(src_tokens)} source tokens; expected (T, S) = "
+            f"({len(tgt_tokens)}, {len(src_tokens)})"
+        )
+    t, s = w.shape
+    width, height, fontsize = _attention_layout(t, s)
+    with _use_hangul_font():
+        fig = Figure(figsize=(width, height))
+        ax = fig.add_subplot()
+        image = ax.imshow(w, cmap="viridis", vmin=0.0, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(s), labels=list(src_tokens), rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(t), labels=list(tgt_tokens), fontsize=fontsize)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+        if title:
+            ax.set_title(title)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        return _save(fig, path)
+
+
+def _read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict) or "step" not in row:
+                raise ValueError(f"{path}:{number}: each line must be a JSON object with 'step'")
+            rows.append(row)
+    return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _panel(key: str) -> str:
+    """Which panel a curve goes in: losses, perplexities (log scale) or scores."""
+    if "ppl" in key or "perplexity" in key:
+        return "perplexity"
+    if "loss" in key:
+        return "loss"
+    return "score"
+
+
+def plot_curves(
+    metrics_jsonl_path: str | Path,
+    path: str | Path,
+    keys: Sequence[str] = DEFAULT_CURVE_KEYS,
+) -> Path:
+    """Training curves from a JSON-lines metrics log: one object per line with "step" and
+    numeric values, e.g. {"step": 100, "train_loss": 2.31} or {"step": 500, "valid_bleu": 12.4}.
+
+    Each requested key found in the log is plotted against step, using the lines that have
+    it; losses, perplexities (log scale) and scores (BLEU, chrF, accuracy, ...) go in
+    separate panels. Raises ValueError if none of the keys is in the log. Saved as PNG.
+    """
+    from matplotlib.figure import Figure
+
+    rows = _read_jsonl(metrics_jsonl_path)
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for key in keys:
+        points = [(r["step"], r[key]) for r in rows if _is_number(r.get(key))]
+        if points:
+            curves[key] = ([p[0] for p in points], [p[1] for p in points])
+    if not curves:
+        seen = sorted({k for r in rows for k, v in r.items() if k != "step" and _is_number(v)})
+        raise ValueError(f"none of {list(keys)} in {metrics_jsonl_path}; it has {seen}")
+
+    panels = [p for p in ("loss", "perplexity", "score") if any(_panel(k) == p for k in curves)]
+    with _use_hangul_font():
+        fig = Figure(figsize=(6.0, 3.0 * len(panels)))
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, panel in zip(axes, panels):
+            for key, (steps, values) in curves.items():
+                if _panel(key) == panel:
+                    ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=key)
+            if panel == "perplexity":
+                ax.set_yscale("log")
+            ax.set_ylabel(panel)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        axes[-1].set_xlabel("step")
+        return _save(fig, path)
+
+
+def plot_gradient_flow(
+    named_grad_norms: Mapping[str, float] | Sequence[tuple[int, Mapping[str, float]]],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Per-parameter gradient norms on a log scale, in the order given (put the parameters
+    in model order, input to output, e.g. from `model.named_parameters()`): norms that
+    shrink towards the input show vanishing gradients, huge ones exploding gradients.
+
+    named_grad_norms: {name: norm} for one step (a bar chart), or [(step, {name: norm}), ...]
+    for several (one line per step, coloured by step). Norms that are inf or NaN are marked
+    with a red x at the top of the plot. Saved as PNG.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    if isinstance(named_grad_norms, Mapping):
+        series = [(None, named_grad_norms)]
+    else:
+        series = list(named_grad_norms)
+    if not series or not series[0][1]:
+        raise ValueError("no gradient norms to plot")
+    names = list(series[0][1])
+    for step, norms in series:
+        if list(norms) != names:
+            raise ValueError(f"step {step}: parameter names differ from the first step's")
+
+    with _use_hangul_font():
+        fig = Figure(figsize=(min(20.0, max(6.0, 1.0 + 0.3 * len(names))), 4.5))
+        ax = fig.add_subplot()
+        x = range(len(names))
+        bad = [
+            i for _, norms in series for i, n in enumerate(norms.values()) if not math.isfinite(n)
+        ]
+        if len(series) == 1:
+            values = [v if math.isfinite(v) else math.nan for v in series[0][1].values()]
+            ax.bar(x, values, color="tab:blue", log=True)
+        else:
+            steps = [step for step, _ in series]
+            norm = Normalize(min(steps), max(steps))
+            cmap = colormaps["viridis"]
+            for step, norms in series:
+                values = [v if math.isfinite(v) else math.nan for v in norms.values()]
+                ax.plot(x, values, marker=".", color=cmap(norm(step)), alpha=0.8)
+            ax.set_yscale("log")
+            fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="step")
+        if bad:
+            ax.plot(
+                sorted(set(bad)),
+                [1.0] * len(set(bad)),
+                "rx",
+                markersize=10,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                label="inf / NaN",
+            )
+            ax.legend()
+        ax.set_xticks(list(x), labels=names, rotation=90, fontsize=8)
+        ax.set_ylabel("gradient norm")
+        ax.grid(True, axis="y", alpha=0.3)
+        if title:
+            ax.set_title(title)
+        return _save(fig, path)

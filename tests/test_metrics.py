@@ -1,0 +1,112 @@
+"""Metrics: BLEU / chrF agree with sacrebleu's own functions; perplexity and exact match by
+hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sacrebleu
+
+from seqlab.metrics import Score, bleu, chrf, exact_match, perplexity
+
+HYPS = [
+    "The cat sat on the mat.",
+    "There is a dog in the garden today.",
+    "I would like a cup of coffee, please.",
+]
+REFS = [
+    "The cat is sitting on the mat.",
+    "There is a dog in the garden.",
+    "I would like a cup of tea, please.",
+]
+KO_HYPS = ["나는 학교에 갑니다.", "오늘 날씨가 아주 좋네요.", "고양이가 매트 위에 앉았다."]
+KO_REFS = ["저는 학교에 갑니다.", "오늘은 날씨가 정말 좋네요.", "고양이가 매트 위에 앉아 있다."]
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "intl", "char", "none"])
+def test_bleu_equals_sacrebleu(tokenize):
+    ours = bleu(HYPS, REFS, tokenize=tokenize)
+    theirs = sacrebleu.corpus_bleu(HYPS, [REFS], tokenize=tokenize)
+    assert ours.score == pytest.approx(theirs.score)
+    assert 0 < ours.score < 100
+    assert f"tok:{tokenize}" in ours.signature
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "char"])
+def test_bleu_korean_equals_sacrebleu(tokenize):
+    ours = bleu(KO_HYPS, KO_REFS, tokenize=tokenize)
+    theirs = sacrebleu.corpus_bleu(KO_HYPS, [KO_REFS], tokenize=tokenize)
+    assert ours.score == pytest.approx(theirs.score)
+    assert ours.score > 0
+
+
+def test_char_bleu_is_kinder_than_13a_on_korean():
+    # particles stick to words in Korean, so word-level BLEU punishes small differences
+    assert bleu(KO_HYPS, KO_REFS, tokenize="char").score > bleu(KO_HYPS, KO_REFS).score
+
+
+def test_bleu_signature_and_str():
+    score = bleu(HYPS, REFS)
+    assert isinstance(score, Score)
+    assert score.name == "BLEU"
+    assert "tok:13a" in score.signature
+    assert f"version:{sacrebleu.__version__}" in score.signature
+    assert "case:mixed" in score.signature
+    assert str(score).startswith(f"BLEU = {score.score:.2f}")
+    with pytest.raises(AttributeError):
+        score.score = 0.0  # frozen
+
+
+def test_bleu_lowercase_flag():
+    hyps = ["THE CAT SAT ON THE MAT TODAY"]
+    refs = ["the cat sat on the mat today"]
+    assert bleu(hyps, refs).score == pytest.approx(0.0)
+    lower = bleu(hyps, refs, lowercase=True)
+    assert lower.score == pytest.approx(100.0)
+    assert "case:lc" in lower.signature
+    assert lower.score == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], lowercase=True).score)
+
+
+def test_perfect_bleu_is_100():
+    assert bleu(REFS, REFS).score == pytest.approx(100.0)
+
+
+def test_chrf_equals_sacrebleu():
+    for hyps, refs in [(HYPS, REFS), (KO_HYPS, KO_REFS)]:
+        ours = chrf(hyps, refs)
+        assert ours.score == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+        assert ours.name == "chrF2"
+        assert f"version:{sacrebleu.__version__}" in ours.signature
+    assert chrf(REFS, REFS).score == pytest.approx(100.0)
+
+
+def test_mismatched_lengths_name_both_counts():
+    for fn in (bleu, chrf, exact_match):
+        with pytest.raises(ValueError, match="3 hypotheses but 2 references"):
+            fn(HYPS, REFS[:2])
+
+
+def test_empty_and_unknown_tokenizer():
+    with pytest.raises(ValueError, match="no sentences"):
+        bleu([], [])
+    with pytest.raises(ValueError, match="unknown sacrebleu tokenizer 'spaces'.*13a"):
+        bleu(HYPS, REFS, tokenize="spaces")
+
+
+def test_perplexity_by_hand():
+    # three tokens each given probability 1/4: NLL = 3 ln 4, perplexity 4
+    assert perplexity(3 * math.log(4), 3) == pytest.approx(4.0)
+    assert perplexity(0.0, 10) == 1.0
+    assert perplexity(10.0, 5) == pytest.approx(math.e**2)
+    assert perplexity(1e6, 1) == math.inf
+    with pytest.raises(ValueError, match="at least one token"):
+        perplexity(1.0, 0)
+
+
+def test_exact_match_by_hand():
+    hyps = ["a b c", " 안녕하세요 ", "x", "y "]
+    refs = ["a b c", "안녕하세요", "X", "z"]
+    assert exact_match(hyps, refs) == pytest.approx(0.5)
+    assert exact_match(["same"], ["same"]) == 1.0
+    assert exact_match(["a"], ["b"]) == 0.0

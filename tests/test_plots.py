@@ -1,0 +1,207 @@
+"""Plots: every function writes a PNG, Hangul renders without missing-glyph warnings, and
+matplotlib is not imported until a plot is made."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import seqlab.plots as plots
+from seqlab.plots import plot_attention, plot_curves, plot_gradient_flow
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SRC_KO = ["▁나는", "▁학교", "에", "▁갑니다", ".", "<eos>"]
+TGT_EN = ["I", "go", "to", "school", ".", "<eos>"]
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _glyph_problems(records, caplog) -> list[str]:
+    """Missing-glyph reports: text drawing warns ("Glyph ... missing from font(s)"),
+    mathtext logs ("... does not have a glyph for ...")."""
+    messages = [str(r.message) for r in records] + [r.getMessage() for r in caplog.records]
+    return [m for m in messages if "missing from font" in m or "does not have a glyph" in m]
+
+
+def _weights(t: int, s: int) -> torch.Tensor:
+    return torch.softmax(torch.randn(t, s), dim=-1)
+
+
+def test_attention_plot_writes_png(tmp_path):
+    out = plot_attention(_weights(6, 6), SRC_KO, TGT_EN, tmp_path / "a.png", title="attention")
+    assert out == tmp_path / "a.png"
+    assert out.stat().st_size > 1000
+    _png_size(out)
+
+
+def test_attention_plot_accepts_arrays_grad_tensors_and_makes_folders(tmp_path):
+    w = _weights(2, 3).requires_grad_(True)
+    out = plot_attention(w, ["a", "b", "c"], ["x", "y"], tmp_path / "sub" / "dir" / "a.png")
+    _png_size(out)
+    out = plot_attention(np.eye(2, 3), ["a", "b", "c"], ["x", "y"], str(tmp_path / "b.png"))
+    _png_size(out)
+
+
+def test_attention_plot_shape_must_match_tokens(tmp_path):
+    with pytest.raises(ValueError, match=r"expected \(T, S\) = \(2, 3\)"):
+        plot_attention(_weights(3, 2), ["a", "b", "c"], ["x", "y"], tmp_path / "a.png")
+
+
+def test_attention_plot_grows_with_sentence_length_up_to_a_cap(tmp_path):
+    def size(t, s):
+        tokens_s, tokens_t = [f"s{i}" for i in range(s)], [f"t{i}" for i in range(t)]
+        return _png_size(plot_attention(_weights(t, s), tokens_s, tokens_t, tmp_path / "x.png"))
+
+    small_w, small_h = size(4, 4)
+    wide_w, wide_h = size(4, 30)
+    tall_w, tall_h = size(30, 4)
+    assert wide_w > 1.5 * small_w
+    assert tall_h > 1.5 * small_h
+    assert plots._attention_layout(150, 500)[:2] == (20.0, 20.0)
+    widths = [plots._attention_layout(5, s)[0] for s in range(1, 1000)]
+    assert widths == sorted(widths) and widths[-1] == 20.0
+    assert plots._attention_layout(1, 1)[:2] == (4.0, 3.0)
+    assert plots._attention_layout(10, 10)[2] == 10.0
+    assert plots._attention_layout(10, 150)[2] < 10.0
+    assert plots._attention_layout(10, 1000)[2] == 4.0
+
+
+def test_hangul_renders_without_missing_glyph_warnings(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        plot_attention(_weights(6, 6), SRC_KO, TGT_EN, tmp_path / "a.png", title="주의 가중치")
+        plot_attention(_weights(6, 6), TGT_EN, SRC_KO, tmp_path / "b.png", title="역방향")
+        # log axes draw their tick labels (10^-3) with mathtext: no missing minus either
+        plot_gradient_flow({"인코더.weight": 1e-3, "디코더.weight": 2.0}, tmp_path / "g.png")
+    assert _glyph_problems(records, caplog) == []
+
+
+def test_the_glyph_check_would_catch_missing_hangul(tmp_path, caplog):
+    """The check above can fail: drawing Hangul with DejaVu Sans alone is reported."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        with matplotlib.rc_context({"font.family": ["DejaVu Sans"]}):
+            fig = Figure()
+            fig.suptitle("학교")
+            fig.savefig(tmp_path / "bad.png")
+    assert any("missing from font" in m for m in _glyph_problems(records, caplog))
+
+
+def test_missing_font_warns_once_and_still_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "_font_path", lambda: None)
+    plots._hangul_font_name.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            plot_attention(_weights(2, 2), ["a", "b"], ["x", "y"], tmp_path / "a.png")
+            plot_attention(_weights(2, 2), ["a", "b"], ["x", "y"], tmp_path / "b.png")
+        font_warnings = [r for r in records if "NanumGothic.ttf not found" in str(r.message)]
+        assert len(font_warnings) == 1
+        _png_size(tmp_path / "b.png")
+    finally:
+        plots._hangul_font_name.cache_clear()
+
+
+def test_font_is_found_in_the_installed_package():
+    path = plots._font_path()
+    assert path is not None and path.name == "NanumGothic.ttf" and path.is_file()
+    assert plots._hangul_font_name() == "NanumGothic"
+
+
+def test_plots_leave_global_matplotlib_settings_alone(tmp_path):
+    import matplotlib
+
+    before = (list(matplotlib.rcParams["font.family"]), matplotlib.rcParams["axes.unicode_minus"])
+    plot_attention(_weights(2, 2), ["가", "나"], ["x", "y"], tmp_path / "a.png")
+    after = (list(matplotlib.rcParams["font.family"]), matplotlib.rcParams["axes.unicode_minus"])
+    assert after == before
+
+
+def _write_log(path: Path) -> Path:
+    rows = []
+    for step in range(0, 200, 10):
+        rows.append({"step": step, "train_loss": 5.0 / (1 + step / 50), "lr": 1e-3})
+        if step % 50 == 0:
+            rows.append(
+                {
+                    "step": step,
+                    "valid_loss": 5.5 / (1 + step / 60),
+                    "valid_ppl": math.exp(5.5 / (1 + step / 60)),
+                    "valid_bleu": step / 10,
+                    "note": "text is ignored",
+                }
+            )
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    return path
+
+
+def test_curves_write_png(tmp_path, caplog):
+    log = _write_log(tmp_path / "metrics.jsonl")
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        out = plot_curves(log, tmp_path / "curves.png")
+    assert _glyph_problems(records, caplog) == []
+    w, h = _png_size(out)
+    # three panels (loss, perplexity, score) are taller than one
+    w1, h1 = _png_size(plot_curves(log, tmp_path / "loss.png", keys=("train_loss",)))
+    assert h > 2 * h1
+
+
+def test_curves_need_a_known_key(tmp_path):
+    log = _write_log(tmp_path / "metrics.jsonl")
+    with pytest.raises(ValueError, match=r"none of \['accuracy'\].*'train_loss'"):
+        plot_curves(log, tmp_path / "c.png", keys=("accuracy",))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"loss": 1.0}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        plot_curves(bad, tmp_path / "c.png")
+
+
+def test_gradient_flow_single_step_and_series(tmp_path):
+    norms = {
+        "embed.weight": 1e-6,
+        "encoder.weight_hh": 1e-3,
+        "decoder.weight_hh": 0.0,
+        "out.weight": float("inf"),
+    }
+    _png_size(plot_gradient_flow(norms, tmp_path / "one.png", title="step 10"))
+    series = [
+        (
+            step,
+            {k: (v if v != float("inf") else float("nan")) * (1 + step) for k, v in norms.items()},
+        )
+        for step in (0, 100, 200)
+    ]
+    _png_size(plot_gradient_flow(series, tmp_path / "many.png"))
+
+
+def test_gradient_flow_errors(tmp_path):
+    with pytest.raises(ValueError, match="no gradient norms"):
+        plot_gradient_flow({}, tmp_path / "g.png")
+    with pytest.raises(ValueError, match="step 2: parameter names differ"):
+        plot_gradient_flow([(1, {"a": 1.0}), (2, {"b": 1.0})], tmp_path / "g.png")
+
+
+def test_matplotlib_is_not_imported_at_module_import():
+    code = "import sys; import seqlab.plots; assert 'matplotlib' not in sys.modules, 'imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
