@@ -1,0 +1,369 @@
+"""Data: read parallel text, turn it into padded, masked batches.
+
+    files --read_parallel/read_tsv--> ParallelText (strings)
+          --encode_pairs(tokenizers, vocabs)--> list[Example] (ids)
+          --TokenBatchSampler--> lists of example indices, similar lengths together
+          --collate--> Batch (padded tensors)
+
+Conventions for one example with source ids x and target ids y:
+
+    src     = x + [EOS]           the encoder sees where the sentence ends; never empty
+    tgt_in  = [SOS] + y           the decoder's inputs (teacher forcing)
+    tgt_out = y + [EOS]           what the decoder must predict at each step
+
+Every bad-input error is a `DataError` whose message starts with `path:line:` (or `path:`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+from seqlab.tokenizers import Tokenizer
+from seqlab.vocab import EOS, PAD, SOS, Vocab
+
+PathLike = str | os.PathLike
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, and the line where there is one."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading text
+
+
+@dataclass
+class ParallelText:
+    """Sentence pairs as strings; `source` describes where they came from (for messages)."""
+
+    src: list[str]
+    tgt: list[str]
+    skipped_empty: int = 0
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+def _read_raw_lines(path: PathLike) -> list[str]:
+    """Lines of a UTF-8 file, without their "\\n" and a trailing "\\r".
+
+    A line is the text up to each "\\n" (as `wc -l` counts), plus a last line without one;
+    nothing else (no "\\r" alone, no U+2028) ends a line. A leading byte-order mark is dropped.
+    """
+    lines = []
+    try:
+        with open(path, "rb") as f:
+            offset = 0
+            for lineno, raw in enumerate(f, start=1):
+                start = offset
+                offset += len(raw)
+                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw, start = raw[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(
+                        f"{path}:{lineno}: not valid UTF-8 at byte {e.start + 1} of the line "
+                        f"(offset {start + e.start} in the file): {e.reason}"
+                    ) from None
+                lines.append(line.removesuffix("\n").removesuffix("\r"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    return lines
+
+
+def _pairs(src: list[str], tgt: list[str], source: str) -> ParallelText:
+    """Strip both sides; leave out (and count) pairs where either side is empty."""
+    pairs = ParallelText(src=[], tgt=[], skipped_empty=0, source=source)
+    for s, t in zip(src, tgt, strict=True):
+        s, t = s.strip(), t.strip()
+        if s and t:
+            pairs.src.append(s)
+            pairs.tgt.append(t)
+        else:
+            pairs.skipped_empty += 1
+    if not pairs.src:
+        why = f"all {pairs.skipped_empty} pairs had an empty side" if src else "no lines"
+        raise DataError(f"no sentence pairs in {source} ({why})")
+    return pairs
+
+
+def read_parallel(prefix: PathLike, src_suffix: str, tgt_suffix: str) -> ParallelText:
+    """Read `{prefix}.{src_suffix}` and `{prefix}.{tgt_suffix}`: line i of one translates line i
+    of the other (the fairseq / JoeyNMT convention, e.g. train.ko + train.en)."""
+    src_path, tgt_path = f"{prefix}.{src_suffix}", f"{prefix}.{tgt_suffix}"
+    src, tgt = _read_raw_lines(src_path), _read_raw_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(
+            f"{src_path}: has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+            "parallel files need one line per sentence on both sides"
+        )
+    return _pairs(src, tgt, source=f"{prefix}.{{{src_suffix},{tgt_suffix}}}")
+
+
+def read_tsv(path: PathLike) -> ParallelText:
+    """Read a file of `source<TAB>target` lines. No quoting: a tab always separates columns.
+    Blank lines count as empty pairs (skipped); any other line needs exactly two columns."""
+    src, tgt = [], []
+    for lineno, line in enumerate(_read_raw_lines(path), start=1):
+        if not line.strip():
+            src.append("")
+            tgt.append("")
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2:
+            raise DataError(
+                f"{path}:{lineno}: expected 2 tab-separated columns (source, target), "
+                f"found {len(columns)}"
+            )
+        src.append(columns[0])
+        tgt.append(columns[1])
+    return _pairs(src, tgt, source=str(path))
+
+
+def read_lines(path: PathLike) -> list[str]:
+    """Sentences to translate, one per line, stripped; empty lines are kept, so that there is
+    one output line for every input line."""
+    return [line.strip() for line in _read_raw_lines(path)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Text -> ids
+
+
+@dataclass
+class Example:
+    """One sentence pair as ids: `src` ends with EOS; `tgt` has no special tokens."""
+
+    src: list[int]
+    tgt: list[int]
+
+
+def encode_source(texts: Sequence[str], tokenizer: Tokenizer, vocab: Vocab) -> list[list[int]]:
+    """Source sentences -> id lists, each ending with EOS (for translation input)."""
+    return [vocab.encode(tokenizer.tokenize(text)) + [EOS] for text in texts]
+
+
+def encode_pairs(
+    pairs: ParallelText,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    max_src_len: int | None = None,
+    max_tgt_len: int | None = None,
+) -> tuple[list[Example], int]:
+    """Tokenize and map to ids; drop pairs with more than `max_src_len` source tokens or
+    `max_tgt_len` target tokens (counted before EOS is added).
+
+    Returns the examples and the number of pairs dropped by the length filter.
+    """
+    examples, filtered = [], 0
+    for s, t in zip(pairs.src, pairs.tgt, strict=True):
+        s_tok, t_tok = src_tokenizer.tokenize(s), tgt_tokenizer.tokenize(t)
+        too_long_src = max_src_len is not None and len(s_tok) > max_src_len
+        too_long_tgt = max_tgt_len is not None and len(t_tok) > max_tgt_len
+        if too_long_src or too_long_tgt:
+            filtered += 1
+            continue
+        examples.append(Example(src=src_vocab.encode(s_tok) + [EOS], tgt=tgt_vocab.encode(t_tok)))
+    return examples, filtered
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids -> padded batches
+
+
+@dataclass
+class Batch:
+    """Padded tensors for B examples (PAD fills each row after its real tokens).
+
+    src          (B, S) long   source ids, each row ending with EOS
+    src_lengths  (B,)   long   real tokens per row, EOS included
+    tgt_in       (B, T) long   [SOS] + y, or None for a source-only (inference) batch
+    tgt_out      (B, T) long   y + [EOS], or None
+    index        (B,)   long   each row's position in the example list (to restore order)
+    """
+
+    src: Tensor
+    src_lengths: Tensor
+    tgt_in: Tensor | None
+    tgt_out: Tensor | None
+    index: Tensor
+
+    @property
+    def src_mask(self) -> Tensor:
+        """(B, S) bool, True at real source tokens."""
+        positions = torch.arange(self.src.size(1), device=self.src.device)  # (S,)
+        return positions[None, :] < self.src_lengths[:, None]  # (B, S)
+
+    @property
+    def tgt_mask(self) -> Tensor:
+        """(B, T) bool, True at real target positions (the same for tgt_in and tgt_out)."""
+        if self.tgt_out is None:
+            raise ValueError("a source-only batch has no target")
+        return self.tgt_out != PAD
+
+    @property
+    def num_tgt_tokens(self) -> int:
+        """Real tokens in tgt_out (what the loss is averaged over)."""
+        return int(self.tgt_mask.sum())
+
+    def __len__(self) -> int:
+        return self.src.size(0)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """A copy with every tensor on `device`."""
+        moved = {
+            f.name: None if (value := getattr(self, f.name)) is None else value.to(device)
+            for f in dataclasses.fields(self)
+        }
+        return Batch(**moved)
+
+
+def _pad(rows: list[list[int]]) -> Tensor:
+    """Id lists -> (B, L) long, padded with PAD to the longest row."""
+    return pad_sequence(
+        [torch.tensor(row, dtype=torch.long) for row in rows], batch_first=True, padding_value=PAD
+    )
+
+
+def collate_source(src_id_lists: Sequence[list[int]], indices: Sequence[int]) -> Batch:
+    """A source-only batch of `src_id_lists[i] for i in indices` (ids already end with EOS)."""
+    rows = [src_id_lists[i] for i in indices]
+    return Batch(
+        src=_pad(rows),  # (B, S)
+        src_lengths=torch.tensor([len(r) for r in rows], dtype=torch.long),  # (B,)
+        tgt_in=None,
+        tgt_out=None,
+        index=torch.tensor(list(indices), dtype=torch.long),  # (B,)
+    )
+
+
+def collate(examples: Sequence[Example], indices: Sequence[int]) -> Batch:
+    """A training batch of `examples[i] for i in indices`: `examples` is the whole list and
+    `indices` one batch from a sampler, so `batch.index` refers back into `examples`."""
+    batch = collate_source([e.src for e in examples], indices)
+    targets = [examples[i].tgt for i in indices]
+    batch.tgt_in = _pad([[SOS] + y for y in targets])  # (B, T)
+    batch.tgt_out = _pad([y + [EOS] for y in targets])  # (B, T)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching by tokens
+
+
+class TokenBatchSampler:
+    """Yields batches (lists of example indices) of similar lengths, each within a token budget.
+
+    One epoch, a pure function of (seed, epoch):
+    1. shuffle all indices; cut them into pools of about `pool_batches` batches' worth;
+    2. sort each pool by (source length, target length);
+    3. cut each pool into batches with B * max(length) <= max_tokens on both sides
+       (a single example longer than that gets a batch of its own);
+    4. shuffle the order of the batches.
+    With `shuffle=False` there is one pool and no shuffling: batches come in length order.
+
+    Lengths are those of the padded tensors (`from_examples` computes them). With
+    `world_size > 1`, rank r gets batches r, r + world_size, ...; the last
+    `len % world_size` batches are dropped so that every rank gets the same number.
+    A resumed run gets the same batches by calling `set_epoch` and skipping the first k.
+    """
+
+    def __init__(
+        self,
+        src_lengths: Sequence[int],
+        tgt_lengths: Sequence[int] | None,
+        max_tokens: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pool_batches: int = 100,
+    ):
+        if tgt_lengths is not None and len(tgt_lengths) != len(src_lengths):
+            raise ValueError(f"{len(src_lengths)} source lengths but {len(tgt_lengths)} target")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, not {max_tokens}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in range for world_size {world_size}")
+        self.src_lengths = list(src_lengths)
+        self.tgt_lengths = list(tgt_lengths) if tgt_lengths is not None else [0] * len(src_lengths)
+        self.max_tokens = max_tokens
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.rank, self.world_size = rank, world_size
+        longest = [max(s, t) for s, t in zip(self.src_lengths, self.tgt_lengths)]
+        mean_len = sum(longest) / max(1, len(longest))
+        self.pool_size = max(1, round(pool_batches * max_tokens / max(1.0, mean_len)))
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    @classmethod
+    def from_examples(
+        cls, examples: Sequence[Example], max_tokens: int, **kwargs
+    ) -> TokenBatchSampler:
+        """Sampler over `examples`, with the lengths `collate` will pad to (tgt: y + 1)."""
+        return cls(
+            [len(e.src) for e in examples], [len(e.tgt) + 1 for e in examples], max_tokens, **kwargs
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _cut(self, pool: list[int]) -> list[list[int]]:
+        """Cut length-sorted indices into batches within the token budget."""
+        batches, batch, max_s, max_t = [], [], 0, 0
+        for i in pool:
+            s, t = max(max_s, self.src_lengths[i]), max(max_t, self.tgt_lengths[i])
+            if batch and (len(batch) + 1) * max(s, t) > self.max_tokens:
+                batches.append(batch)
+                batch, s, t = [], self.src_lengths[i], self.tgt_lengths[i]
+            batch.append(i)
+            max_s, max_t = s, t
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def _all_batches(self) -> list[list[int]]:
+        """Every batch of this epoch, for all ranks."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        order = list(range(len(self.src_lengths)))
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        pool_size = len(order) or 1
+        if self.shuffle:
+            rng.shuffle(order)
+            pool_size = self.pool_size
+        batches = []
+        for start in range(0, len(order), pool_size):
+            pool = order[start : start + pool_size]
+            pool.sort(key=lambda i: (self.src_lengths[i], self.tgt_lengths[i]))
+            batches += self._cut(pool)
+        if self.shuffle:
+            rng.shuffle(batches)
+        self._cache = (self.epoch, batches)
+        return batches
+
+    def _rank_batches(self) -> list[list[int]]:
+        batches = self._all_batches()
+        usable = len(batches) - len(batches) % self.world_size
+        return batches[self.rank : usable : self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._rank_batches())
+
+    def __len__(self) -> int:
+        return len(self._rank_batches())
