@@ -39,7 +39,8 @@ class Vocab:
         counts = Counter(tok for sent in sentences for tok in sent)
         for special in SPECIALS:
             counts.pop(special, None)
-        ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        kept = (t for t, c in counts.items() if c >= min_freq)
+        ranked = sorted(kept, key=lambda t: (-counts[t], t))
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(SPECIALS))]
         return cls(list(SPECIALS) + ranked)

@@ -1,0 +1,94 @@
+"""From the data config to what training needs: text -> tokenizers -> vocabularies -> examples.
+
+Tokenizers and vocabularies are learned from the training side only; validation and test
+text is read but never used for a choice about them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seqlab.config import Config, DataConfig
+from seqlab.data import Example, ParallelText, encode_pairs, read_parallel, read_tsv
+from seqlab.tasks import make_task
+from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
+from seqlab.vocab import Vocab
+
+
+@dataclass
+class Splits:
+    train: ParallelText
+    valid: ParallelText | None
+    test: ParallelText | None
+
+
+@dataclass
+class Codec:
+    """Everything that turns text into ids and back, for both sides; saved in checkpoints."""
+
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+
+    def state_dict(self) -> dict:
+        return {"src_tokenizer": self.src_tokenizer.state_dict(),
+                "tgt_tokenizer": self.tgt_tokenizer.state_dict(),
+                "src_vocab": self.src_vocab.state_dict(),
+                "tgt_vocab": self.tgt_vocab.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> Codec:
+        return cls(tokenizer_from_state_dict(state["src_tokenizer"]),
+                   tokenizer_from_state_dict(state["tgt_tokenizer"]),
+                   Vocab.from_state_dict(state["src_vocab"]),
+                   Vocab.from_state_dict(state["tgt_vocab"]))
+
+
+def _read(cfg: DataConfig, prefix: str) -> ParallelText:
+    if cfg.format == "tsv":
+        return read_tsv(prefix)
+    return read_parallel(prefix, cfg.src, cfg.tgt)
+
+
+def _generated(cfg: DataConfig, split: str, n: int, seed: int) -> ParallelText:
+    pairs = make_task(cfg.task, n, seed=seed, split=split)
+    return ParallelText(src=[s for s, _ in pairs], tgt=[t for _, t in pairs], skipped_empty=0,
+                        source=f"task {cfg.task} ({split})")
+
+
+def read_splits(cfg: Config) -> Splits:
+    d = cfg.data
+    if d.task is not None:
+        seed = cfg.train.seed
+        return Splits(_generated(d, "train", d.task_train_size, seed),
+                      _generated(d, "valid", d.task_eval_size, seed),
+                      _generated(d, "test", d.task_eval_size, seed))
+    return Splits(_read(d, d.train),
+                  _read(d, d.valid) if d.valid else None,
+                  _read(d, d.test) if d.test else None)
+
+
+def build_codec(cfg: Config, train: ParallelText) -> Codec:
+    t = cfg.tokenizer
+
+    def tokenizer(texts):
+        return build_tokenizer(t.kind, texts, vocab_size=t.vocab_size, model_type=t.model_type,
+                               character_coverage=t.character_coverage)
+
+    def vocab(tok, texts):
+        return Vocab.build((tok.tokenize(x) for x in texts), min_freq=t.min_freq,
+                           max_size=t.max_vocab)
+
+    if t.joint:
+        tok = tokenizer(train.src + train.tgt)
+        joint = vocab(tok, train.src + train.tgt)
+        return Codec(tok, tok, joint, joint)
+    src_tok, tgt_tok = tokenizer(train.src), tokenizer(train.tgt)
+    return Codec(src_tok, tgt_tok, vocab(src_tok, train.src), vocab(tgt_tok, train.tgt))
+
+
+def encode(cfg: Config, codec: Codec, pairs: ParallelText) -> tuple[list[Example], int]:
+    """Training pairs -> examples, dropping those over the configured length limits."""
+    return encode_pairs(pairs, codec.src_tokenizer, codec.tgt_tokenizer, codec.src_vocab,
+                        codec.tgt_vocab, cfg.data.max_src_len, cfg.data.max_tgt_len)

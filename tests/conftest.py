@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_files(tmp_path):
+    """A small reverse task written as parallel files: PREFIX.src / PREFIX.tgt."""
+    from seqlab.tasks import make_task
+
+    prefixes = {}
+    for split, n in (("train", 600), ("valid", 40), ("test", 40)):
+        pairs = make_task("reverse", n, seed=0, split=split)
+        prefix = tmp_path / "data" / split
+        prefix.parent.mkdir(exist_ok=True)
+        (prefix.parent / f"{split}.src").write_text("".join(s + "\n" for s, _ in pairs))
+        (prefix.parent / f"{split}.tgt").write_text("".join(t + "\n" for _, t in pairs))
+        prefixes[split] = str(prefix)
+    return prefixes
+
+
+TINY = """\
+data:
+  train: {train}
+  valid: {valid}
+  test: {test}
+  src: src
+  tgt: tgt
+tokenizer:
+  kind: word
+model:
+  cell: gru
+  embedding_size: 16
+  hidden_size: 32
+  attention: general
+  dropout: 0.1
+train:
+  batch_tokens: 400
+  lr: 0.005
+  max_steps: 30
+  log_every: 10
+  valid_every: 10
+  valid_samples: 1
+search:
+  batch_size: 16
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_files):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(**tiny_files))
+    return path

@@ -1,0 +1,129 @@
+"""The command line end to end on a tiny config: train, translate, evaluate, resume, and the
+messages a user gets for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from seqlab.cli import main
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_translate_evaluate_resume(tiny_config, tiny_files, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, _, err = run(["train", tiny_config, "--out", out_dir, "--quiet"], capsys)
+    assert code == 0, err
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "results.json"):
+        assert (out_dir / name).is_file(), name
+    lines = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "valid_bleu" in x] == [10, 20, 30]
+    assert all("teacher_forcing" in x for x in lines if "train_loss" in x)
+
+    # translate: file to file, one line out per line in, empty lines kept
+    src = tmp_path / "in.txt"
+    src.write_text("a b c\n\nh g f e\n")
+    dst = tmp_path / "out.txt"
+    code, _, err = run(["translate", out_dir, "--input", src, "--output", dst], capsys)
+    assert code == 0, err
+    assert len(dst.read_text().splitlines()) == 3
+    assert dst.read_text().splitlines()[1] == ""
+
+    # n-best: INDEX<TAB>SCORE<TAB>TEXT, best first
+    code, out, _ = run(["translate", out_dir, "--input", src, "--beam", "3", "--n-best", "2"],
+                       capsys)
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [r[0] for r in rows] == ["0", "0", "1", "1", "2", "2"]
+    assert float(rows[0][1]) >= float(rows[1][1])
+
+    # evaluate --json
+    code, out, _ = run(["evaluate", out_dir, "--src", f"{tiny_files['test']}.src",
+                        "--ref", f"{tiny_files['test']}.tgt", "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert {"bleu", "chrf", "signature", "ppl"} <= set(result)
+    assert "13a" in result["signature"]
+
+    # an existing run is not overwritten; --resume continues it
+    code, _, err = run(["train", tiny_config, "--out", out_dir], capsys)
+    assert code == 2 and "--resume" in err
+    code, _, err = run(["train", tiny_config, "--out", out_dir, "--resume", "--quiet",
+                        "--set", "train.max_steps=40"], capsys)
+    assert code == 0, err
+    state = torch.load(out_dir / "last.pt", weights_only=True)
+    assert state["progress"]["step"] == 40
+
+
+def test_stdin_to_stdout(tiny_config, tmp_path, monkeypatch, capsys):
+    out_dir = tmp_path / "run"
+    assert main(["train", str(tiny_config), "--out", str(out_dir), "--quiet",
+                 "--set", "train.max_steps=5"]) == 0
+    capsys.readouterr()
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a b\nc d e\n"))
+    assert main(["translate", str(out_dir / "last.pt")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("model:\n  hiden_size: 3\n", ["tiny.yaml:2", "unknown key 'model.hiden_size'",
+                                   "did you mean 'hidden_size'"]),
+    ("model:\n  cell: lstn\n", ["tiny.yaml:2", "'lstn'", "did you mean 'lstm'"]),
+    ("train:\n  lr: fast\n", ["tiny.yaml:2", "train.lr", "expected float"]),
+    ("model: [1, 2\n", ["tiny.yaml", "not valid YAML"]),
+])
+def test_config_errors_name_file_and_line(tmp_path, capsys, content, expected):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("data:\n  task: copy\n".replace("data:\n  task: copy\n", "") + content)
+    code, _, err = run(["train", path, "--out", tmp_path / "r"], capsys)
+    assert code == 2
+    for text in expected:
+        assert text in err
+    assert "Traceback" not in err
+
+
+def test_set_override_errors(tiny_config, tmp_path, capsys):
+    code, _, err = run(["train", tiny_config, "--set", "model.hiddensize=8"], capsys)
+    assert code == 2 and "did you mean 'hidden_size'" in err and "--set" in err
+
+
+def test_data_errors(tiny_config, tiny_files, tmp_path, capsys):
+    # different line counts: both files and both counts
+    with open(f"{tiny_files['train']}.tgt", "a") as f:
+        f.write("extra line\n")
+    code, _, err = run(["train", tiny_config, "--out", tmp_path / "r1"], capsys)
+    assert code == 2
+    assert "train.src" in err and "train.tgt" in err and "600" in err and "601" in err
+    # a missing file
+    code, _, err = run(["train", tiny_config, "--out", tmp_path / "r2",
+                        "--set", "data.train=/nonexistent/x"], capsys)
+    assert code == 2 and "/nonexistent/x.src" in err
+    # invalid UTF-8 on line 2
+    bad = tmp_path / "bad"
+    (tmp_path / "bad.src").write_bytes(b"a b\n\xff\xfe c\n")
+    (tmp_path / "bad.tgt").write_bytes(b"b a\nc\n")
+    code, _, err = run(["train", tiny_config, "--out", tmp_path / "r3",
+                        "--set", f"data.train={bad}"], capsys)
+    assert code == 2 and "bad.src:2" in err and "UTF-8" in err
+
+
+def test_translate_missing_model(tmp_path, capsys):
+    code, _, err = run(["translate", tmp_path / "nope"], capsys)
+    assert code == 2 and "nope" in err and "Traceback" not in err
+
+
+def test_help_is_fast_and_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "seqlab", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for command in ("train", "translate", "evaluate", "demo"):
+        assert command in out
+    probe = "import sys, seqlab.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe]).returncode == 0
