@@ -249,6 +249,37 @@ def test_length_penalty_changes_the_ranking_to_the_known_answer():
     assert model.steps == 4
 
 
+def test_stopping_bound_with_alpha_above_zero_looks_at_the_longest_length():
+    """alpha = 1, lp(n) = (5+n)/6, T_max = 8. After step 2, [b] (p .55) is finished with
+    score log(.55)/(7/6) = -0.512 and the open a a has log-prob log(.45*.97) = -0.829.
+    Dividing by lp(3) would give -0.622 and stop there; but a a could still end at length 8
+    (lp = 13/6, bound -0.383), and indeed a^6 EOS (p .45*.97^5*.99) scores
+    log(.3826)/(12/6) = -0.480 and wins after 7 steps."""
+    chain = {(A,) * k: {A: 0.97, EOS: 0.03} for k in range(1, 6)}
+    table = {(): {B_: 0.55, A: 0.45}, (B_,): {EOS: 1.0}, (A,) * 6: {EOS: 0.99, A: 0.01}, **chain}
+    model = Scripted(table_model(table, {EOS: 0.99, A: 0.005, B_: 0.005}))
+    [[h]] = beam_search(model, *batch([(7,)]), beam_size=2, length_penalty=1.0, max_len_a=0,
+                        max_len_b=8)
+    log_prob = math.log(0.45) + 5 * math.log(0.97) + math.log(0.99)
+    assert h.tokens == [A] * 6
+    assert h.score == pytest.approx(log_prob / 2, abs=1e-5)
+    assert model.steps == 7
+
+
+def test_stopping_bound_with_alpha_below_zero_looks_at_the_next_length():
+    """alpha = -1, lp(n) = 6/(5+n), T_max = 10. After step 1, [] (p .4) is finished with score
+    log(.4) = -0.916 and the open a has log-prob log(.6). Dividing by lp(T_max) would give
+    log(.6)*15/6 = -1.28 and stop; but a can end at length 2 (bound log(.6)*7/6 = -0.60), and
+    indeed a EOS scores log(.6*.95)*7/6 = -0.656 and wins."""
+    table = {(): {A: 0.6, EOS: 0.4}, (A,): {EOS: 0.95, A: 0.03, B_: 0.02}}
+    model = Scripted(table_model(table, {EOS: 0.9, A: 0.05, B_: 0.05}))
+    [[h]] = beam_search(model, *batch([(7,)]), beam_size=2, length_penalty=-1.0, max_len_a=0,
+                        max_len_b=10)
+    assert h.tokens == [A]
+    assert h.score == pytest.approx(math.log(0.6 * 0.95) * 7 / 6, abs=1e-5)
+    assert model.steps == 2
+
+
 def test_coverage_penalty_hand_computed():
     fn = table_model(HAND, HAND_DEFAULT)
     key = (7, 8, 9)

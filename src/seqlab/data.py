@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 
 from seqlab.tokenizers import Tokenizer
 from seqlab.vocab import EOS, PAD, SOS, Vocab
@@ -235,19 +234,17 @@ class Batch:
 
 def _pad(rows: list[list[int]]) -> Tensor:
     """Id lists -> (B, L) long, padded with PAD to the longest row."""
-    return pad_sequence(
-        [torch.tensor(row, dtype=torch.long) for row in rows], batch_first=True, padding_value=PAD
-    )
+    longest = max(len(row) for row in rows)
+    return torch.tensor([row + [PAD] * (longest - len(row)) for row in rows], dtype=torch.long)
 
 
-def collate_source(src_id_lists: Sequence[list[int]], indices: Sequence[int]) -> Batch:
-    """A source-only batch of `src_id_lists[i] for i in indices` (ids already end with EOS)."""
-    rows = [src_id_lists[i] for i in indices]
+def _batch(src: list[list[int]], tgt: list[list[int]] | None, indices: Sequence[int]) -> Batch:
+    """Pad the id lists of one batch (src already ending with EOS; tgt without specials)."""
     return Batch(
-        src=_pad(rows),  # (B, S)
-        src_lengths=torch.tensor([len(r) for r in rows], dtype=torch.long),  # (B,)
-        tgt_in=None,
-        tgt_out=None,
+        src=_pad(src),  # (B, S)
+        src_lengths=torch.tensor([len(x) for x in src], dtype=torch.long),  # (B,)
+        tgt_in=None if tgt is None else _pad([[SOS] + y for y in tgt]),  # (B, T)
+        tgt_out=None if tgt is None else _pad([y + [EOS] for y in tgt]),  # (B, T)
         index=torch.tensor(list(indices), dtype=torch.long),  # (B,)
     )
 
@@ -255,11 +252,13 @@ def collate_source(src_id_lists: Sequence[list[int]], indices: Sequence[int]) ->
 def collate(examples: Sequence[Example], indices: Sequence[int]) -> Batch:
     """A training batch of `examples[i] for i in indices`: `examples` is the whole list and
     `indices` one batch from a sampler, so `batch.index` refers back into `examples`."""
-    batch = collate_source([e.src for e in examples], indices)
-    targets = [examples[i].tgt for i in indices]
-    batch.tgt_in = _pad([[SOS] + y for y in targets])  # (B, T)
-    batch.tgt_out = _pad([y + [EOS] for y in targets])  # (B, T)
-    return batch
+    chosen = [examples[i] for i in indices]
+    return _batch([e.src for e in chosen], [e.tgt for e in chosen], indices)
+
+
+def collate_source(src_id_lists: Sequence[list[int]], indices: Sequence[int]) -> Batch:
+    """A source-only batch of `src_id_lists[i] for i in indices` (ids already end with EOS)."""
+    return _batch([src_id_lists[i] for i in indices], None, indices)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +305,8 @@ class TokenBatchSampler:
         self.max_tokens = max_tokens
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.rank, self.world_size = rank, world_size
-        longest = [max(s, t) for s, t in zip(self.src_lengths, self.tgt_lengths)]
+        self._sort_keys = list(zip(self.src_lengths, self.tgt_lengths))
+        longest = [max(s, t) for s, t in self._sort_keys]
         mean_len = sum(longest) / max(1, len(longest))
         self.pool_size = max(1, round(pool_batches * max_tokens / max(1.0, mean_len)))
         self._cache: tuple[int, list[list[int]]] | None = None
@@ -350,7 +350,7 @@ class TokenBatchSampler:
         batches = []
         for start in range(0, len(order), pool_size):
             pool = order[start : start + pool_size]
-            pool.sort(key=lambda i: (self.src_lengths[i], self.tgt_lengths[i]))
+            pool.sort(key=self._sort_keys.__getitem__)  # by (source length, target length)
             batches += self._cut(pool)
         if self.shuffle:
             rng.shuffle(batches)

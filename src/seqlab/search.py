@@ -349,7 +349,7 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
         cp(Y) = beta * sum_i log(min(sum_j a_ij, 1))   (i: real source positions, j: steps)
 
     alpha = length_penalty, beta = coverage_penalty >= 0. The search itself ranks the open
-    hypotheses by L, as fairseq and GNMT do; the penalties rank the finished ones.
+    hypotheses by L alone (as fairseq does); the penalties rank the finished ones.
 
     One step, for each sentence (all vectorised over the B*K rows):
       1. every open hypothesis h (log-prob L_h) and allowed token y give a candidate of

@@ -61,15 +61,15 @@ class Translator:
     # ---------------------------------------------------------------- decoding
     def _search(self, batch, opts: SearchConfig, sampling: dict | None):
         src, lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
-        limits = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len)
-        if sampling is not None:
-            return sample(self.model, src, lengths, **sampling, **limits)
-        if opts.beam_size == 1 and opts.no_repeat_ngram == 0 and opts.coverage_penalty == 0:
-            return greedy_search(self.model, src, lengths, **limits)
+        limits = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
+                      no_repeat_ngram=opts.no_repeat_ngram)
+        if sampling is not None:  # n_best independent samples per input
+            return sample(self.model, src, lengths, num_samples=opts.n_best, **sampling, **limits)
+        if opts.beam_size == 1 and opts.length_penalty == 0 and opts.coverage_penalty == 0:
+            return greedy_search(self.model, src, lengths, **limits)  # = beam 1 exactly
         return beam_search(self.model, src, lengths, beam_size=opts.beam_size,
                            n_best=opts.n_best, length_penalty=opts.length_penalty,
-                           coverage_penalty=opts.coverage_penalty,
-                           no_repeat_ngram=opts.no_repeat_ngram, **limits)
+                           coverage_penalty=opts.coverage_penalty, **limits)
 
     def translate_nbest(self, texts: Sequence[str], sampling: dict | None = None,
                         **search) -> list[list[Translation]]:

@@ -52,8 +52,10 @@ class Vocab:
         return token in self.stoi
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
-        """Token strings -> ids; unknown tokens map to <unk>."""
-        return [self.stoi.get(tok, UNK) for tok in tokens]
+        """Token strings -> ids; unknown tokens map to <unk>, and so does text that merely
+        looks like a special token ("<eos>" in a sentence must not end it)."""
+        n = len(SPECIALS)
+        return [i if i >= n else UNK for i in (self.stoi.get(tok, UNK) for tok in tokens)]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Ids -> token strings, stopping at the first <eos> and dropping <pad> and <sos>."""

@@ -1,0 +1,105 @@
+"""Training: a resumed run equals an uninterrupted one, a tiny model overfits a small set,
+every attention variant learns to reverse, checkpoints are atomic and never run code."""
+
+import pickle
+
+import pytest
+import torch
+
+from seqlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from seqlab.config import config_from_dict
+from seqlab.train import train
+from seqlab.translate import Translator
+
+
+def _task_config(**sections):
+    raw = {
+        "data": {"task": "reverse", "task_train_size": 1500, "task_eval_size": 100},
+        "tokenizer": {"kind": "word"},
+        "model": {"embedding_size": 16, "hidden_size": 48, "dropout": 0.0},
+        "train": {"batch_tokens": 600, "lr": 0.01, "max_steps": 300, "max_epochs": 1000,
+                  "log_every": 50,
+                  "valid_every": 100, "early_stopping_metric": "exact_match",
+                  "valid_samples": 0},
+        "search": {"batch_size": 100},
+    }
+    for name, values in sections.items():
+        raw[name].update(values)
+    return config_from_dict(raw)
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    cfg = _task_config(train={"max_steps": 24, "valid_every": 8, "log_every": 4,
+                              "teacher_forcing": 0.7},  # exercises the sampling RNG
+                       model={"dropout": 0.3})  # and the dropout RNG
+    train(cfg, tmp_path / "straight", quiet=True)
+    half = _task_config(train={"max_steps": 16, "valid_every": 8, "log_every": 4,
+                               "teacher_forcing": 0.7}, model={"dropout": 0.3})
+    train(half, tmp_path / "resumed", quiet=True)
+    train(cfg, tmp_path / "resumed", resume=True, quiet=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert a["progress"]["step"] == b["progress"]["step"] == 24
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(tensor, b["model"][name], atol=0, rtol=0, msg=name)
+
+
+def test_tiny_model_overfits_a_small_set(tmp_path):
+    """30 pairs, trained on and scored on the same pairs: it must learn them by heart."""
+    cfg = _task_config(data={"task_train_size": 30},
+                       train={"max_steps": 250, "batch_tokens": 400, "valid_every": 250})
+    train(cfg, tmp_path / "run", quiet=True)
+    from seqlab.tasks import make_task
+
+    pairs = make_task("reverse", 30, seed=cfg.train.seed, split="train")
+    translator = Translator.from_checkpoint(tmp_path / "run" / "last.pt")
+    result = translator.evaluate([s for s, _ in pairs], [t for _, t in pairs])
+    assert result["exact_match"] == 1.0
+    assert result["loss"] < 0.05
+
+
+@pytest.mark.parametrize("attention,style", [
+    ("dot", "luong"), ("scaled_dot", "luong"), ("general", "luong"), ("additive", "luong"),
+    ("additive", "bahdanau"),
+])
+def test_every_attention_variant_learns_to_reverse(tmp_path, attention, style):
+    cfg = _task_config(model={"attention": attention, "attention_style": style})
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result["test"]["exact_match"] >= 0.9, result["test"]
+
+
+def test_plain_seq2seq_learns_to_copy_short_sequences(tmp_path):
+    cfg = _task_config(data={"task": "copy"}, model={"attention": "none"},
+                       train={"max_steps": 400})
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result["test"]["exact_match"] >= 0.6, result["test"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}}, path)
+
+    def killed(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # the process is killed mid-write
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    torch.testing.assert_close(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_loading_never_runs_pickled_code(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format_version": 1, "x": _Evil()}, f)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(path)
+    assert "code ran" not in capsys.readouterr().out
