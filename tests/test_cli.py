@@ -127,3 +127,23 @@ def test_help_is_fast_and_lists_commands():
         assert command in out
     probe = "import sys, seqlab.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+def test_sampling_and_search_options(tiny_config, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert main(["train", str(tiny_config), "--out", str(out_dir), "--quiet"]) == 0
+    src = tmp_path / "in.txt"
+    src.write_text("a b c\nd e\n")
+    args = ["translate", out_dir, "-i", src, "--sample", "--seed", "7", "--top-k", "3",
+            "--n-best", "3"]
+    code, first, err = run(args, capsys)
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in first.splitlines()] == ["0"] * 3 + ["1"] * 3
+    assert run(args, capsys)[1] == first  # same seed, same samples
+    code, out, err = run(["translate", out_dir, "-i", src, "--beam", "4", "--length-penalty",
+                          "1.0", "--no-repeat-ngram", "2", "--max-len-a", "0", "--max-len-b", "3"],
+                         capsys)
+    assert code == 0, err
+    assert all(len(line.split()) <= 3 for line in out.splitlines())
+    code, _, err = run(["translate", out_dir, "-i", src, "--beam", "2", "--n-best", "3"], capsys)
+    assert code == 2 and "n_best" in err

@@ -38,10 +38,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 def _search_overrides(args) -> dict:
     keys = ("beam_size", "n_best", "length_penalty", "coverage_penalty", "min_len",
             "max_len_a", "max_len_b", "no_repeat_ngram", "batch_size")
-    out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    if "beam_size" in out and "n_best" not in out:
-        out["n_best"] = 1
-    return out
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
 def _sampling(args) -> dict | None:

@@ -105,6 +105,11 @@ def _attention_layout(t: int, s: int) -> tuple[float, float, float]:
     return width, height, fontsize
 
 
+def _visible(tokens: Sequence[str]) -> list[str]:
+    """Whitespace tokens (character models) shown as the open-box sign."""
+    return [tok.replace(" ", "\u2423") if tok.strip() == "" and tok else tok for tok in tokens]
+
+
 def plot_attention(
     weights: Any,
     src_tokens: Sequence[str],
@@ -130,6 +135,7 @@ def plot_attention(
         )
     t, s = w.shape
     width, height, fontsize = _attention_layout(t, s)
+    src_tokens, tgt_tokens = _visible(src_tokens), _visible(tgt_tokens)
     with _use_hangul_font():
         fig = Figure(figsize=(width, height))
         ax = fig.add_subplot()

@@ -39,6 +39,7 @@ from seqlab.translate import Translator, pick_device
 from seqlab.vocab import PAD
 
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact_match": True, "loss": False}
+PERFECT = {"bleu": 100.0, "chrf": 100.0, "exact_match": 1.0}  # reached: stop early
 
 
 class RunError(ValueError):
@@ -173,13 +174,16 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False,
     def validate() -> dict:
         return _validate(model, codec, config, splits.valid)
 
-    def save(path: Path) -> None:
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "plateau": plateau.state_dict() if plateau else None,
-                         "progress": progress.state_dict(), "config": config.to_dict(),
-                         "codec": codec.state_dict(),
-                         "rng": {"torch": torch.get_rng_state(),
-                                 "sampling": sampling_rng.get_state()}}, path)
+    def save(path: Path, resumable: bool = True) -> None:
+        """last.pt can resume the run; best.pt holds only what translation needs."""
+        state = {"model": model.state_dict(), "progress": progress.state_dict(),
+                 "config": config.to_dict(), "codec": codec.state_dict()}
+        if resumable:
+            state.update(optimizer=optimizer.state_dict(),
+                         plateau=plateau.state_dict() if plateau else None,
+                         rng={"torch": torch.get_rng_state(),
+                              "sampling": sampling_rng.get_state()})
+        save_checkpoint(state, path)
 
     checked_at = [progress.step]
 
@@ -202,9 +206,12 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False,
                     plateau.step(value)
                 metrics.update(best=progress.best, improved=better)
                 stop = tc.patience is not None and progress.bad_checks > tc.patience
+                if value >= PERFECT.get(key, math.inf):
+                    log.say(f"valid {key} is perfect ({value:g}): nothing left to learn")
+                    stop = True
             save(last_path)
             if value is None or metrics["improved"]:
-                save(out_dir / "best.pt")
+                save(out_dir / "best.pt", resumable=False)
             log.record(step=progress.step, epoch=progress.epoch + 1,
                        **{f"valid_{k}": v for k, v in metrics.items() if k != "samples"})
             _report_validation(log, progress, metrics, key)

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from seqlab.checkpoint import load_checkpoint, resolve_checkpoint
-from seqlab.config import Config, SearchConfig, config_from_dict
+from seqlab.config import Config, ConfigError, SearchConfig, config_from_dict
 from seqlab.data import ParallelText, collate, collate_source, encode_pairs
 from seqlab.metrics import bleu, chrf, exact_match, perplexity
 from seqlab.model import Seq2Seq, build_model
@@ -78,7 +78,14 @@ class Translator:
         `search` overrides the config's search section (beam_size=5, length_penalty=1.0, ...);
         `sampling` = dict(temperature=..., top_k=..., top_p=..., seed=...) samples instead.
         """
+        if "beam_size" in search and "n_best" not in search:
+            search["n_best"] = min(self.config.search.n_best, search["beam_size"])
         opts = dataclasses.replace(self.config.search, **search)
+        most = opts.n_best if sampling is not None else opts.beam_size  # samples: any number
+        if opts.beam_size < 1 or not 1 <= opts.n_best <= most or opts.batch_size < 1:
+            raise ConfigError(f"search: need beam_size >= 1, 1 <= n_best <= beam_size and "
+                              f"batch_size >= 1 (got {opts.beam_size}, {opts.n_best}, "
+                              f"{opts.batch_size})")
         codec = self.codec
         src_tokens = [codec.src_tokenizer.tokenize(t) for t in texts]
         ids = [codec.src_vocab.encode(toks) + [EOS] for toks in src_tokens]
