@@ -93,7 +93,7 @@ class TrainConfig:
         "constant"
     )
     teacher_forcing_min: float = 0.0  # linear: floor of the ratio
-    teacher_forcing_decay: float = 1e-4  # linear: slope per step; exponential: k in k**step
+    teacher_forcing_decay: float = 1e-4  # linear: slope per step; exponential: (1 - decay)**step
     teacher_forcing_k: float = 1000.0  # inverse_sigmoid: k / (k + exp(step / k))
     log_every: int = 50  # steps between training log lines
     valid_every: int = 500  # steps between validations (and checkpoints)

@@ -84,10 +84,17 @@ class _Log:
                 f.write(json.dumps(fields, ensure_ascii=False) + "\n")
 
 
-def train(config: Config, out_dir: str | Path, *, resume: bool = False,
+def default_run_dir(config: Config) -> Path:
+    """runs/<task name> or runs/<folder of the training files>."""
+    d = config.data
+    return Path("runs") / (d.task or Path(d.train).resolve().parent.name or "run")
+
+
+def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = False,
           quiet: bool = False) -> dict:
-    """Train a model as configured; returns the final validation (and test) metrics."""
-    out_dir = Path(out_dir)
+    """Train a model as configured into `out_dir` (default: `default_run_dir`); returns the
+    final validation (and test) metrics of the best checkpoint."""
+    out_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
     rank, world, local_rank = _dist_info()
     last_path = out_dir / "last.pt"
     if last_path.exists() and not resume:
