@@ -14,24 +14,29 @@ from pathlib import Path
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search (defaults: the model's config, search section)")
-    g.add_argument("--beam", type=int, dest="beam_size", help="beam size K (1 = greedy)")
-    g.add_argument("--n-best", type=int, dest="n_best", help="hypotheses per input (<= K)")
-    g.add_argument("--length-penalty", type=float, dest="length_penalty",
+    g.add_argument("--beam", type=int, dest="beam_size", metavar="K",
+                   help="beam size K (1 = greedy)")
+    g.add_argument("--n-best", type=int, dest="n_best", metavar="N",
+                   help="hypotheses (or samples) per input; <= K for beam search")
+    g.add_argument("--length-penalty", type=float, dest="length_penalty", metavar="ALPHA",
                    help="GNMT alpha: score = log p / ((5 + len) / 6) ** alpha")
-    g.add_argument("--coverage-penalty", type=float, dest="coverage_penalty",
+    g.add_argument("--coverage-penalty", type=float, dest="coverage_penalty", metavar="BETA",
                    help="GNMT beta")
-    g.add_argument("--min-len", type=int, dest="min_len")
-    g.add_argument("--max-len-a", type=float, dest="max_len_a",
+    g.add_argument("--min-len", type=int, dest="min_len", metavar="N")
+    g.add_argument("--max-len-a", type=float, dest="max_len_a", metavar="A",
                    help="output length limit = a * source length + b")
-    g.add_argument("--max-len-b", type=int, dest="max_len_b")
-    g.add_argument("--no-repeat-ngram", type=int, dest="no_repeat_ngram")
-    g.add_argument("--batch-size", type=int, dest="batch_size", help="sentences per batch")
+    g.add_argument("--max-len-b", type=int, dest="max_len_b", metavar="B")
+    g.add_argument("--no-repeat-ngram", type=int, dest="no_repeat_ngram", metavar="N")
+    g.add_argument("--batch-size", type=int, dest="batch_size", metavar="N",
+                   help="sentences per batch")
     s = p.add_argument_group("sampling (instead of search)")
     s.add_argument("--sample", action="store_true", help="sample instead of searching")
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--temperature", type=float, default=1.0, metavar="T")
+    s.add_argument("--top-k", type=int, default=0, metavar="K",
+                   help="sample among the K most likely tokens (0: all)")
+    s.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="nucleus: the smallest set of tokens with probability >= P")
+    s.add_argument("--seed", type=int, default=None, metavar="N")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
 
@@ -71,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "each input gives N lines: INDEX<TAB>SCORE<TAB>TEXT (INDEX counts input "
                        "lines from 0).")
     p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
-    p.add_argument("--input", "-i", help="input file (default: stdin)")
-    p.add_argument("--output", "-o", help="output file (default: stdout)")
+    p.add_argument("--input", "-i", metavar="FILE", help="input file (default: stdin)")
+    p.add_argument("--output", "-o", metavar="FILE", help="output file (default: stdout)")
     _add_search_options(p)
 
     p = sub.add_parser("evaluate", help="BLEU, chrF and perplexity against references",

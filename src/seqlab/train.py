@@ -123,6 +123,8 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
     t0 = time.time()
     splits = read_splits(config)
     checkpoint = load_checkpoint(last_path) if resume else None
+    if checkpoint:
+        _check_resumable(config, checkpoint["config"], out_dir)
     codec = (Codec.from_state_dict(checkpoint["codec"]) if checkpoint
              else build_codec(config, splits.train))
     train_examples, filtered = encode(config, codec, splits.train)
@@ -267,9 +269,12 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
                               lr=optimizer.param_groups[0]["lr"], teacher_forcing=ratio,
                               grad_norm=float(grad_norm), elapsed=round(progress.elapsed, 1))
                 log.record(**record)
-                bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                                tok_s=f"{record['tokens_per_s']:.0f}",
-                                tf=f"{ratio:.2f}", refresh=False)
+                postfix = dict(loss=f"{record['train_loss']:.3f}",
+                               tok_s=f"{record['tokens_per_s']:.0f}", tf=f"{ratio:.2f}")
+                if budget < math.inf:  # the step ETA is moot when the clock ends the run
+                    left = max(0, int(budget - progress.elapsed))
+                    postfix["budget_left"] = f"{left // 60}:{left % 60:02d}"
+                bar.set_postfix(postfix, refresh=False)
                 window_tokens, window_loss, window_start = 0, 0.0, time.time()
             out_of_time = _agree(progress.elapsed >= budget, world)
             if progress.step % tc.valid_every == 0 or progress.step >= total_steps or out_of_time:
@@ -293,6 +298,19 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
 
         dist.destroy_process_group()
     return result
+
+
+def _check_resumable(config: Config, saved: dict, out_dir: Path) -> None:
+    """A resumed run may change its budget (steps, minutes, validation...) and the recurrent
+    backend (both compute the same function on the same parameters), not what it is."""
+    now = config.to_dict()
+    changed = [f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
+               for section in ("data", "tokenizer", "model")
+               for key, value in now[section].items()
+               if saved[section].get(key) != value and key != "backend"]
+    if changed:
+        raise RunError(f"{out_dir} was trained with a different data / tokenizer / model config "
+                       f"({'; '.join(changed)}); resume with the same settings or start a new run")
 
 
 def _agree(flag: bool, world: int) -> bool:
