@@ -54,6 +54,9 @@ def test_train_translate_evaluate_resume(tiny_config, tiny_files, tmp_path, caps
     # an existing run is not overwritten; --resume continues it
     code, _, err = run(["train", tiny_config, "--out", out_dir], capsys)
     assert code == 2 and "--resume" in err
+    code, _, err = run(["train", tiny_config, "--out", out_dir, "--resume",
+                        "--set", "model.hidden_size=64"], capsys)
+    assert code == 2 and "model.hidden_size: 32 -> 64" in err
     code, _, err = run(["train", tiny_config, "--out", out_dir, "--resume", "--quiet",
                         "--set", "train.max_steps=40"], capsys)
     assert code == 0, err

@@ -99,7 +99,7 @@ class _Evil:
 def test_loading_never_runs_pickled_code(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"format_version": 1, "x": _Evil()}, f)
+        pickle.dump({"format_version": 1, "x": _Evil()}, f, protocol=2)
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_checkpoint(path)
     assert "code ran" not in capsys.readouterr().out
