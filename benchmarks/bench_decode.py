@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from machine import ReferenceMatmul, machine_info, summary
+from machine import ReferenceMatmul, announce, summary
 from seqlab.checkpoint import load_checkpoint, resolve_checkpoint
 from seqlab.config import config_from_dict
 from seqlab.data import read_lines
@@ -299,15 +299,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.src} has {n_src} lines but {args.ref} has {n_ref}")
     n = min(n_src, args.limit or n_src)
 
-    info = machine_info()
-    info["threads_option"] = args.threads
-    print(f"cpu: {info['cpu']} ({info['usable_cores']} usable cores), torch {info['torch']}, "
-          f"threads {info['threads']}" + ("" if args.threads else " (torch default)"))
+    info = announce(args.threads)
     load_start = load_average()
     print(f"load average at start: {load_start}")
-    if load_start[0] > info["usable_cores"] - 0.5:
-        print("warning: the machine is busy (1-min load average >= cores); times will be "
-              "slow and noisy, and more so with several threads (try --threads 1)")
     t0 = time.time()
     result = run(args)
     load_end = load_average()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from machine import ReferenceMatmul, machine_info, summary, uptime
+from machine import ReferenceMatmul, announce, summary, uptime
 from seqlab.recurrent import Recurrent
 
 B, S, E, H = 64, 30, 256, 256  # batch, steps, input size, hidden size per direction
@@ -245,15 +244,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--repeats must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine_info()
-    info["threads_option"] = args.threads
-    print(f"cpu: {info['cpu']} ({info['usable_cores']} usable cores), torch {info['torch']}, "
-          f"threads {info['threads']}" + ("" if args.threads else " (torch default)"))
+    info = announce(args.threads)
     load_before = uptime()
     print(f"before: {load_before}")
-    if os.getloadavg()[0] >= info["usable_cores"]:
-        print("warning: the machine is busy (1-min load average >= cores); times will be "
-              "slow and noisy, and more so with several threads (try --threads 1)")
     t0 = time.time()
     result = run(args.repeats)
     load_after = uptime()

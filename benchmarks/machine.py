@@ -3,6 +3,7 @@ benchmarks/ (they run as `python benchmarks/bench_*.py`, so this directory is on
 
     machine_info()      CPU, cores, torch build and threads, Python, platform
     uptime()            the `uptime` line (load averages), or os.getloadavg() without it
+    announce(threads)   machine_info() printed as a header line, with a warning if busy
     ReferenceMatmul     a float32 matmul timed in the same run: the machine's own speed unit
     summary(samples)    median, quartiles, min, max, n of a list of timings
 
@@ -59,6 +60,19 @@ def uptime() -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def announce(threads_option: int | None) -> dict:
+    """machine_info() plus the --threads option; prints it, and warns when the machine is
+    already busy (several torch threads per process then stall on each other)."""
+    info = machine_info()
+    info["threads_option"] = threads_option
+    print(f"cpu: {info['cpu']} ({info['usable_cores']} usable cores), torch {info['torch']}, "
+          f"threads {info['threads']}" + ("" if threads_option else " (torch default)"))
+    if os.getloadavg()[0] > info["usable_cores"] - 0.5:
+        print("warning: the machine is busy (1-min load average near the core count); times "
+              "will be slow and noisy, more so with several threads (try --threads 1)")
+    return info
 
 
 class ReferenceMatmul:
