@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-train", action="store_true", help="score an existing run only")
     p.add_argument("--results", help="results JSON (default benchmarks/results/quality_NAME.json)")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=PREFIX",
-                   help="another test set (e.g. out-of-domain), reported separately")
+                   help="another test set (e.g. out-of-domain), reported separately; a relative "
+                        "PREFIX is read from data.root like the recipe's own sets")
     p.add_argument("--bleu-tokenize", default="13a")
     args = p.parse_args(argv)
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, prefix in sets.items():
         if not prefix:
             continue
-        pairs = read_parallel(prefix, d.src, d.tgt)
+        pairs = read_parallel(d.path(prefix), d.src, d.tgt)
         results[name] = {search_name: score(translator, pairs.src, pairs.tgt, search,
                                             args.bleu_tokenize)
                          for search_name, search in searches.items()}

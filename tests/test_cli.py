@@ -57,8 +57,15 @@ def test_train_translate_evaluate_resume(tiny_config, tiny_files, tmp_path, caps
     code, _, err = run(["train", tiny_config, "--out", out_dir, "--resume",
                         "--set", "model.hidden_size=64"], capsys)
     assert code == 2 and "model.hidden_size: 32 -> 64" in err
+    code, _, err = run(["train", tiny_config, "--out", out_dir, "--resume",
+                        "--set", "data.train=" + tiny_files["valid"]], capsys)
+    assert code == 2 and "data.train:" in err
+    # the same files named through data.root are the same data: resuming is fine
+    same_files = [f"data.root={tmp_path}", "data.train=data/train", "data.valid=data/valid",
+                  "data.test=data/test"]
     code, _, err = run(["train", tiny_config, "--out", out_dir, "--resume", "--quiet",
-                        "--set", "train.max_steps=40"], capsys)
+                        "--set", "train.max_steps=40",
+                        *[a for item in same_files for a in ("--set", item)]], capsys)
     assert code == 0, err
     state = torch.load(out_dir / "last.pt", weights_only=True)
     assert state["progress"]["step"] == 40

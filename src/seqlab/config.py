@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
+    root: str | None = None  # folder that relative train/valid/test prefixes are read from
     train: str | None = None  # prefix: reads TRAIN.SRC and TRAIN.TGT (or a .tsv with format tsv)
     valid: str | None = None  # validation prefix: every choice (early stopping, ...) is made here
     test: str | None = None  # test prefix: only reported, never used for a choice
@@ -36,6 +37,12 @@ class DataConfig:
     task_eval_size: int = 1000  # examples generated for each of valid and test
     max_src_len: int = 100  # training pairs with more source tokens are dropped
     max_tgt_len: int = 100  # ... or more target tokens
+
+    def path(self, prefix: str | None) -> str | None:
+        """A train/valid/test prefix as read: joined to `root` unless absolute or no root."""
+        if prefix is None or self.root is None or Path(prefix).is_absolute():
+            return prefix
+        return str(Path(self.root).expanduser() / prefix)
 
 
 @dataclass

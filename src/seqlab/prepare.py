@@ -46,6 +46,7 @@ class Codec:
 
 
 def _read(cfg: DataConfig, prefix: str) -> ParallelText:
+    prefix = cfg.path(prefix)
     if cfg.format == "tsv":
         return read_tsv(prefix)
     return read_parallel(prefix, cfg.src, cfg.tgt)

@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from seqlab.checkpoint import load_checkpoint, save_checkpoint
-from seqlab.config import Config, save_config
+from seqlab.config import Config, DataConfig, save_config
 from seqlab.data import DataError, TokenBatchSampler, collate
 from seqlab.model import build_model
 from seqlab.prepare import Codec, build_codec, encode, read_splits
@@ -87,7 +87,7 @@ class _Log:
 def default_run_dir(config: Config) -> Path:
     """runs/<task name> or runs/<folder of the training files>."""
     d = config.data
-    return Path("runs") / (d.task or Path(d.train).resolve().parent.name or "run")
+    return Path("runs") / (d.task or Path(d.path(d.train)).resolve().parent.name or "run")
 
 
 def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = False,
@@ -300,14 +300,23 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
     return result
 
 
+def _normpath(path: str | None) -> str | None:
+    return None if path is None else os.path.normpath(os.path.abspath(path))
+
+
 def _check_resumable(config: Config, saved: dict, out_dir: Path) -> None:
     """A resumed run may change its budget (steps, minutes, validation...) and the recurrent
     backend (both compute the same function on the same parameters), not what it is."""
     now = config.to_dict()
-    changed = [f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
+    saved = {section: dict(saved.get(section, {})) for section in ("data", "tokenizer", "model")}
+    then = DataConfig(**{k: v for k, v in saved["data"].items() if k in now["data"]})
+    for key in ("train", "valid", "test"):  # where the files lie may change, not which they are
+        now["data"][key] = _normpath(config.data.path(now["data"][key]))
+        saved["data"][key] = _normpath(then.path(saved["data"].get(key)))
+    changed = [f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
                for section in ("data", "tokenizer", "model")
                for key, value in now[section].items()
-               if saved[section].get(key) != value and key != "backend"]
+               if saved[section].get(key) != value and key not in ("backend", "root")]
     if changed:
         raise RunError(f"{out_dir} was trained with a different data / tokenizer / model config "
                        f"({'; '.join(changed)}); resume with the same settings or start a new run")
