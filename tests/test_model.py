@@ -67,6 +67,20 @@ def test_padding_changes_nothing(attention, bridge):
             torch.testing.assert_close(weights[b, :, :n], alone_w[0], atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(input_feeding=True), dict(attention="none")],
+                         ids=["parallel", "stepped", "plain"])
+@pytest.mark.parametrize("teacher_forcing", [1.0, 0.5])
+def test_keep_projects_only_the_kept_positions(kw, teacher_forcing):
+    model = _model(**{"attention": "general", **kw})
+    src, lengths, tgt = _batch()
+    keep = torch.rand(tgt.shape, generator=torch.Generator().manual_seed(2)) < 0.6
+    full, _ = model(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3))
+    kept, _ = model(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3),
+                    keep=keep)
+    assert kept.shape == (int(keep.sum()), V_TGT)
+    torch.testing.assert_close(kept, full[keep], atol=1e-12, rtol=0)
+
+
 def test_scheduled_sampling_feeds_own_predictions():
     model = _model(attention="general")
     src, lengths, tgt = _batch()

@@ -189,16 +189,20 @@ class Decoder(nn.Module):
         return self.project(a), state, weights
 
     def forward(self, tgt_in: Tensor, state: DecoderState, memory: Memory,
-                teacher_forcing: float = 1.0, generator: torch.Generator | None = None):
+                teacher_forcing: float = 1.0, generator: torch.Generator | None = None,
+                keep: Tensor | None = None):
         """Teacher-forced pass over tgt_in (B, T) -> logits (B, T, V), weights (B, T, S) | None.
 
         With teacher_forcing < 1, each sequence at each step t > 0 is fed the gold token
         y_{t-1} with that probability, else the model's own greedy choice (scheduled
         sampling, Bengio et al. 2015, drawn per step and per sequence).
+        keep (B, T) bool: project only these positions (the real, non-padding targets), so
+        logits are (N, V) for the N kept positions in row-major order; the output layer is
+        the largest product of a step, and padding need not pay for it.
         """
         B, T = tgt_in.shape
         if teacher_forcing >= 1.0 and self.style == "luong" and not self.input_feeding:
-            return self._parallel(tgt_in, state, memory)
+            return self._parallel(tgt_in, state, memory, keep)
         sampling = teacher_forcing < 1.0
         outputs, all_weights, logits = [], [], []
         prev = tgt_in[:, 0]
@@ -215,17 +219,26 @@ class Decoder(nn.Module):
                     coin = torch.rand(B, generator=generator, device=tgt_in.device)
                     prev = torch.where(coin < teacher_forcing, prev, own)
         # with gold inputs only, one big output product for all T steps
-        out = torch.stack(logits, 1) if sampling else self.project(torch.stack(outputs, 1))
+        if sampling:
+            out = torch.stack(logits, 1)
+            out = out if keep is None else out[keep]
+        else:
+            out = self._project_kept(torch.stack(outputs, 1), keep)
         weights = None if self.attention is None else torch.stack(all_weights, 1)
         return out, weights
 
-    def _parallel(self, tgt_in: Tensor, state: DecoderState, memory: Memory):
+    def _project_kept(self, a: Tensor, keep: Tensor | None) -> Tensor:
+        """a (B, T, H) -> logits (B, T, V), or (N, V) for the positions in keep."""
+        return self.project(a if keep is None else a[keep])
+
+    def _parallel(self, tgt_in: Tensor, state: DecoderState, memory: Memory,
+                  keep: Tensor | None = None):
         """Luong without input feeding: the RNN sees only gold tokens, so it runs once over
         the whole target (fused), and attention takes all T queries at once."""
         s, _ = self.rnn(self.dropout(self.embed(tgt_in)), None, state.hidden)  # (B, T, H)
         context, weights = self.attention(s, memory.keys, memory.states, memory.mask)
         a = torch.tanh(self.combine(torch.cat([s, context], -1)))  # (B, T, H)
-        return self.project(a), weights
+        return self._project_kept(a, keep), weights
 
 
 class Seq2Seq(nn.Module):
@@ -251,10 +264,13 @@ class Seq2Seq(nn.Module):
         return self.decoder.step(prev, state, memory)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
-                teacher_forcing: float = 1.0, generator: torch.Generator | None = None):
-        """Teacher-forced training pass -> logits (B, T, V), attention (B, T, S) or None."""
+                teacher_forcing: float = 1.0, generator: torch.Generator | None = None,
+                keep: Tensor | None = None):
+        """Teacher-forced training pass -> logits (B, T, V), attention (B, T, S) or None.
+        With keep (B, T) bool, logits are (N, V): only the kept positions are projected."""
         memory = self.encode(src, src_lengths)
-        return self.decoder(tgt_in, self.init_state(memory), memory, teacher_forcing, generator)
+        return self.decoder(tgt_in, self.init_state(memory), memory, teacher_forcing, generator,
+                            keep)
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:

@@ -244,12 +244,12 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
             for group in optimizer.param_groups:
                 if tc.lr_schedule == "warmup_decay":
                     group["lr"] = tc.lr * lr_factor(tc, progress.step + 1)
+            real = batch.tgt_out != PAD  # only real target positions reach the output layer
             logits, _ = ddp_model(batch.src, batch.src_lengths, batch.tgt_in,
-                                  teacher_forcing=ratio, generator=sampling_rng)
+                                  teacher_forcing=ratio, generator=sampling_rng, keep=real)
             ntok = batch.num_tgt_tokens
-            loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
-                                   ignore_index=PAD, label_smoothing=tc.label_smoothing,
-                                   reduction="sum") / ntok
+            loss = F.cross_entropy(logits, batch.tgt_out[real],
+                                   label_smoothing=tc.label_smoothing, reduction="sum") / ntok
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(
