@@ -82,7 +82,10 @@ def ablate_train(args) -> dict:
                 continue
             cmd = [sys.executable, "-m", "seqlab", "train", args.config, "--out", str(run),
                    "--quiet", "--set", f"train.max_minutes={args.minutes}",
-                   "--set", f"train.valid_every={args.valid_every}", "--set", "train.threads=1"]
+                   "--set", f"train.valid_every={args.valid_every}", "--set", "train.threads=1",
+                   # no test set, and greedy for the final report: only valid is judged
+                   "--set", "data.test=null", "--set", "search.beam_size=1",
+                   "--set", "search.length_penalty=0.0"]
             for override in args.set + VARIANTS[name][1]:
                 cmd += ["--set", override]
             run.mkdir(parents=True, exist_ok=True)
