@@ -113,7 +113,8 @@ def ablate_search(args) -> dict:
     run = Path(args.run)
     config = load_config(run / "config.yaml")
     d = config.data
-    src, ref = zip(*read_parallel(d.path(d.valid), d.src, d.tgt))
+    pairs = read_parallel(d.path(d.valid), d.src, d.tgt)
+    src, ref = pairs.src, pairs.tgt
     translator = Translator.from_checkpoint(run)
     rows = {}
     for beam in args.beams:

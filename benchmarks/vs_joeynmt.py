@@ -50,7 +50,8 @@ print(json.dumps(out))
 
 def joey_steps(log: Path) -> dict:
     text = log.read_text(errors="replace") if log.exists() else ""
-    steps = [int(s) for s in re.findall(r"Step:\s+(\d+)", text)]
+    pattern = r"Step:\s+(\d+)|Interrupt at epoch \d+, step (\d+)"  # logged, and the last
+    steps = [int(a or b) for a, b in re.findall(pattern, text)]
     epochs = [int(e) for e in re.findall(r"Epoch\s+(\d+)", text)]
     return {"steps": max(steps, default=0), "epochs": max(epochs, default=0)}
 
