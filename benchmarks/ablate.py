@@ -105,30 +105,26 @@ def ablate_train(args) -> dict:
 
 
 def ablate_search(args) -> dict:
+    from quality import score
     from seqlab.config import load_config
     from seqlab.data import read_parallel
-    from seqlab.metrics import bleu, chrf
     from seqlab.translate import Translator
 
     run = Path(args.run)
     config = load_config(run / "config.yaml")
     d = config.data
     pairs = read_parallel(d.path(d.valid), d.src, d.tgt)
-    src, ref = pairs.src, pairs.tgt
     translator = Translator.from_checkpoint(run)
     rows = {}
     for beam in args.beams:
         for alpha in args.alphas:
             if beam == 1 and alpha != args.alphas[0]:
                 continue  # greedy ignores the length penalty
-            start = time.time()
-            hyps = translator.translate(list(src), beam_size=beam,
-                                        length_penalty=alpha if beam > 1 else 0.0)
+            search = {"beam_size": beam, "length_penalty": alpha if beam > 1 else 0.0}
+            r = score(translator, pairs.src, pairs.tgt, search, config.eval.bleu_tokenize)
             rows[f"beam{beam}_alpha{alpha}"] = {
-                "beam": beam, "alpha": alpha if beam > 1 else None,
-                "valid_bleu": round(bleu(hyps, list(ref)).score, 2),
-                "valid_chrf": round(chrf(hyps, list(ref)).score, 2),
-                "seconds": round(time.time() - start, 1)}
+                "beam": beam, "alpha": alpha if beam > 1 else None, "valid_bleu": r["bleu"],
+                "valid_chrf": r["chrf"], "seconds": r["decode_seconds"]}
             print(rows[f"beam{beam}_alpha{alpha}"], file=sys.stderr)
     return {"kind": "search", "run": str(run), "rows": rows}
 
@@ -175,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     result = ablate_train(args) if args.what == "train" else ablate_search(args)
     result.update(info, wall_seconds=round(time.time() - start, 1))
     path = Path(args.results)
-    if path.exists():  # keep rows measured earlier under the same settings
+    if path.exists():  # keep rows measured earlier under the same settings, on the same run
         old = json.loads(path.read_text())
-        if old.get("kind") == result["kind"] and old.get("minutes") == result.get("minutes"):
+        if all(old.get(k) == result.get(k) for k in ("kind", "config", "minutes", "run")):
             result["rows"] = {**old.get("rows", {}), **result["rows"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -25,17 +25,16 @@ from seqlab.config import load_config
 from seqlab.data import TokenBatchSampler, collate
 from seqlab.model import build_model
 from seqlab.prepare import build_codec, encode, read_splits
+from seqlab.train import token_loss
 from seqlab.vocab import PAD
 
 
 def step(model, batch, label_smoothing: float, kept: bool) -> float:
     t0 = time.perf_counter()
-    real = batch.tgt_out != PAD
-    logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in, keep=real if kept else None)
-    if kept:
-        loss = F.cross_entropy(logits, batch.tgt_out[real], label_smoothing=label_smoothing,
-                               reduction="sum")
-    else:
+    if kept:  # what seqlab.train does
+        loss = token_loss(model, batch, label_smoothing)
+    else:  # every position projected, padding ignored by the loss
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
                                label_smoothing=label_smoothing, reduction="sum")
     model.zero_grad(set_to_none=True)

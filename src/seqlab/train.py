@@ -84,6 +84,17 @@ class _Log:
                 f.write(json.dumps(fields, ensure_ascii=False) + "\n")
 
 
+def token_loss(model, batch, label_smoothing: float, teacher_forcing: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Summed cross-entropy over the real target tokens of a batch (teacher-forced pass).
+    Only the real, non-padding positions are projected onto the vocabulary (keep mask)."""
+    real = batch.tgt_out != PAD
+    logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=teacher_forcing,
+                      generator=generator, keep=real)
+    return F.cross_entropy(logits, batch.tgt_out[real], label_smoothing=label_smoothing,
+                           reduction="sum")
+
+
 def default_run_dir(config: Config) -> Path:
     """runs/<task name> or runs/<folder of the training files>."""
     d = config.data
@@ -244,12 +255,8 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
             for group in optimizer.param_groups:
                 if tc.lr_schedule == "warmup_decay":
                     group["lr"] = tc.lr * lr_factor(tc, progress.step + 1)
-            real = batch.tgt_out != PAD  # only real target positions reach the output layer
-            logits, _ = ddp_model(batch.src, batch.src_lengths, batch.tgt_in,
-                                  teacher_forcing=ratio, generator=sampling_rng, keep=real)
             ntok = batch.num_tgt_tokens
-            loss = F.cross_entropy(logits, batch.tgt_out[real],
-                                   label_smoothing=tc.label_smoothing, reduction="sum") / ntok
+            loss = token_loss(ddp_model, batch, tc.label_smoothing, ratio, sampling_rng) / ntok
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(
