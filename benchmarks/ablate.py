@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import machine_info, uptime
+from machine import machine_info, run_main, uptime
 
 # name -> (what changes, --set overrides); one change from the recipe each
 VARIANTS = {
@@ -183,4 +183,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

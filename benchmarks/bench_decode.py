@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from machine import ReferenceMatmul, announce, summary
+from machine import ReferenceMatmul, announce, run_main, summary
 from seqlab.checkpoint import load_checkpoint, resolve_checkpoint
 from seqlab.config import config_from_dict
 from seqlab.data import read_lines
@@ -325,4 +325,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

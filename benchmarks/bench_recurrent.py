@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from machine import ReferenceMatmul, announce, summary, uptime
+from machine import ReferenceMatmul, announce, run_main, summary, uptime
 from seqlab.recurrent import Recurrent
 
 B, S, E, H = 64, 30, 256, 256  # batch, steps, input size, hidden size per direction
@@ -268,4 +268,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from machine import ReferenceMatmul, announce, summary
+from machine import ReferenceMatmul, announce, run_main, summary
 from seqlab.config import load_config
 from seqlab.data import TokenBatchSampler, collate
 from seqlab.model import build_model
@@ -101,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -6,6 +6,8 @@ benchmarks/ (they run as `python benchmarks/bench_*.py`, so this directory is on
     announce(threads)   machine_info() printed as a header line, with a warning if busy
     ReferenceMatmul     a float32 matmul timed in the same run: the machine's own speed unit
     summary(samples)    median, quartiles, min, max, n of a list of timings
+    run_main(main)      run a script's main(); a user's mistake (bad path, config, data) is
+                        one line naming it, as with the seqlab command, not a traceback
 
 Absolute times depend on the machine and on what else runs on it; a time divided by the
 reference matmul's time, measured in the same run and close to it, depends much less on both.
@@ -19,6 +21,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,3 +114,12 @@ class ReferenceMatmul:
         m, k, n = self.shape
         return {"shape": [[m, k], [k, n]], "dtype": "float32", "device": str(self.device),
                 "inner": self.inner}
+
+
+def run_main(main) -> None:
+    from seqlab.errors import USER_ERRORS
+
+    try:
+        sys.exit(main())
+    except USER_ERRORS as e:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {e}")

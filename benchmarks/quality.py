@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import machine_info, uptime
+from machine import machine_info, run_main, uptime
 from seqlab.config import load_config
 from seqlab.data import read_parallel
 from seqlab.metrics import bleu, chrf
@@ -103,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

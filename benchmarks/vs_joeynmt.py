@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import machine_info, uptime
+from machine import machine_info, run_main, uptime
 
 HERE = Path(__file__).parent
 SCORE = r"""
@@ -133,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
