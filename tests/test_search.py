@@ -9,6 +9,7 @@ computed from fn directly (by hand, or by enumerating every output), never by ru
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -331,7 +332,8 @@ def test_beam_equals_exhaustive_search(alpha, beta, min_len):
 def test_beam_of_one_is_greedy(seed, min_len, ngram):
     fn = random_model(seed, eos_bias=0.5)
     src, lengths = batch(KEYS)
-    opts = dict(min_len=min_len, no_repeat_ngram=ngram, max_len_a=1.0, max_len_b=3)
+    opts = dict(min_len=min_len, no_repeat_ngram=ngram, max_len_a=1.0, max_len_b=3,
+                with_attention=True)
     greedy = greedy_search(Scripted(fn), src, lengths, **opts)
     beam = beam_search(Scripted(fn), src, lengths, beam_size=1, **opts)
     for g, b in zip(greedy, beam, strict=True):
@@ -420,7 +422,8 @@ def test_beam_is_never_worse_than_greedy_unless_greedy_can_be_pruned():
     for seed in range(40):
         fn = random_model(300 + seed, sharp=1.0)
         key = KEYS[seed % len(KEYS)]
-        [[g]] = greedy_search(Scripted(fn), *batch([key]), max_len_a=0, max_len_b=limit)
+        [[g]] = greedy_search(Scripted(fn), *batch([key]), max_len_a=0, max_len_b=limit,
+                              with_attention=True)
         for K in (2, 3):
             [[b]] = beam_search(Scripted(fn), *batch([key]), beam_size=K, max_len_a=0,
                                 max_len_b=limit)
@@ -456,10 +459,11 @@ def test_attention_is_the_models_along_the_returned_prefix():
     fn = random_model(5, eos_bias=0.4)
     runs = {
         "beam": beam_search(Scripted(fn), *batch(KEYS), beam_size=4, n_best=4, max_len_a=1.0,
-                            max_len_b=3),
-        "greedy": greedy_search(Scripted(fn), *batch(KEYS), max_len_a=1.0, max_len_b=3),
+                            max_len_b=3, with_attention=True),
+        "greedy": greedy_search(Scripted(fn), *batch(KEYS), max_len_a=1.0, max_len_b=3,
+                                with_attention=True),
         "sample": sample(Scripted(fn), *batch(KEYS), num_samples=5, seed=0, max_len_a=1.0,
-                         max_len_b=3),
+                         max_len_b=3, with_attention=True),
     }
     for name, results in runs.items():
         for key, hyps in zip(KEYS, results, strict=True):
@@ -476,9 +480,9 @@ def test_attention_is_the_models_along_the_returned_prefix():
 
 def test_model_without_attention():
     model = Scripted(random_model(1), attention=False)
-    for hyps in beam_search(model, *batch(KEYS), beam_size=3, n_best=2):
+    for hyps in beam_search(model, *batch(KEYS), beam_size=3, n_best=2, with_attention=True):
         assert all(h.attention is None for h in hyps)
-    assert greedy_search(model, *batch(KEYS))[0][0].attention is None
+    assert greedy_search(model, *batch(KEYS), with_attention=True)[0][0].attention is None
     with pytest.raises(ValueError, match="attention"):
         beam_search(model, *batch(KEYS), beam_size=3, coverage_penalty=0.2)
 
@@ -515,7 +519,7 @@ def test_min_len_is_respected():
 def test_max_length_is_respected(a, b, cap):
     src, lengths = batch(KEYS)
     limits = [min(int(a * len(k) + b), cap or 10**9) for k in KEYS]
-    opts = dict(max_len_a=a, max_len_b=b, max_len=cap)
+    opts = dict(max_len_a=a, max_len_b=b, max_len=cap, with_attention=True)
     model = Scripted(never_eos)
     runs = {
         "greedy": greedy_search(model, src, lengths, **opts),
@@ -613,7 +617,8 @@ def allowed_set(probs: dict[int, float], top_k: int, top_p: float) -> set[int]:
 def test_samples_come_from_the_allowed_set_with_the_right_frequencies(top_k, top_p, temperature):
     fn, key = random_model(8, sharp=1.0), (7, 8)
     drawn = sample(Scripted(fn), *batch([key]), top_k=top_k, top_p=top_p,
-                   temperature=temperature, seed=3, num_samples=2000, max_len_b=3)[0]
+                   temperature=temperature, seed=3, num_samples=2000, max_len_b=3,
+                   with_attention=True)[0]
     for h in drawn:
         eos = h.attention.shape[0] > len(h.tokens)
         for i, tok in enumerate(h.tokens + [EOS] * eos):
@@ -681,3 +686,192 @@ def test_bad_arguments():
         sample(model, src, lengths, temperature=0.0)
     with pytest.raises(ValueError):
         greedy_search(model, src, lengths[:2])
+
+
+# ----------------------------------------------------------------------------------------------
+# 10. Cost: attention only when asked, no prefix copied per step; the input length limit
+
+
+def all_three(fn, src, lengths, **opts):
+    """{search: its B lists of hypotheses} for greedy, beam (with both penalties) and sampling."""
+    return {
+        "greedy": greedy_search(Scripted(fn), src, lengths, **opts),
+        "beam": beam_search(Scripted(fn), src, lengths, beam_size=3, n_best=3,
+                            length_penalty=0.6, coverage_penalty=0.4, **opts),
+        "sample": sample(Scripted(fn), src, lengths, num_samples=4, seed=2, **opts),
+    }
+
+
+def test_attention_is_none_unless_asked():
+    fn, (src, lengths) = random_model(21, eos_bias=0.3), batch(KEYS)
+    for name, results in all_three(fn, src, lengths, max_len_b=3).items():
+        assert all(h.attention is None for hyps in results for h in hyps), name
+    for name, results in all_three(fn, src, lengths, max_len_b=3, with_attention=True).items():
+        for key, hyps in zip(KEYS, results, strict=True):
+            assert all(h.attention.shape[1] == len(key) for h in hyps), name
+    # the empty stand-in of a sentence with no output at all follows the same rule
+    for asked, want in [(False, None), (True, (0, 3))]:
+        [[h]] = beam_search(Scripted(eager_eos), *batch([(7, 8, 9)]), beam_size=2, min_len=5,
+                            no_repeat_ngram=1, with_attention=asked)
+        assert h.score == -INF and (h.attention if want is None else h.attention.shape) == want
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(min_len=2, no_repeat_ngram=2),
+                                  dict(max_len_a=0.0, max_len_b=3)])
+def test_with_and_without_attention_give_the_same_outputs(opts):
+    """Tokens, scores and log-probs exactly; beam search with a coverage penalty included, so
+    the penalty does not need the attention history."""
+    fn, (src, lengths) = random_model(22, eos_bias=0.2), batch(KEYS)
+    plain = all_three(fn, src, lengths, **opts)
+    asked = all_three(fn, src, lengths, with_attention=True, **opts)
+    for name in plain:
+        for a, b in zip(plain[name], asked[name], strict=True):
+            assert [(h.tokens, h.score, h.log_prob) for h in a] == [
+                (h.tokens, h.score, h.log_prob) for h in b], name
+
+
+def test_coverage_penalty_without_attention_is_the_gnmt_formula():
+    """score = log_prob / lp(|Y|) + beta * sum_i log(min(sum_j a_ij, 1)), with a_ij the
+    attention that the same search returns when asked for it."""
+    fn, (src, lengths), alpha, beta = random_model(23, eos_bias=0.3), batch(KEYS), 0.7, 0.5
+    opts = dict(beam_size=3, n_best=3, length_penalty=alpha, coverage_penalty=beta,
+                max_len_a=1.0, max_len_b=2)
+    plain = beam_search(Scripted(fn), src, lengths, **opts)
+    asked = beam_search(Scripted(fn), src, lengths, with_attention=True, **opts)
+    for key, hyps, with_att in zip(KEYS, plain, asked, strict=True):
+        for h, g in zip(hyps, with_att, strict=True):
+            rows = g.attention.tolist()  # (T', S): one row per step, EOS included
+            want = gnmt(h.tokens, h.log_prob, rows, len(rows) > len(h.tokens), alpha, beta)
+            assert h.attention is None and h.score == pytest.approx(want, abs=1e-5), key
+
+
+class Cheap:
+    """A decoder protocol model with nearly free steps (fixed logits per previous token,
+    uniform attention over S positions) whose EOS is never likely: it decodes to T_max."""
+
+    def __init__(self, S: int = 4):
+        gen = torch.Generator().manual_seed(0)
+        self.logits = torch.randn(V, V, generator=gen)  # (V, V): row = previous token
+        self.logits[:, EOS] = -20.0
+        self.S = S
+
+    def encode(self, src, src_lengths):
+        return Memory([()] * len(src), torch.ones(len(src), self.S, dtype=torch.bool))
+
+    def init_state(self, memory):
+        return State(memory.keys, [None] * len(memory.keys))
+
+    def step(self, prev, state, memory):
+        return self.logits[prev], state, torch.full((len(prev), self.S), 1.0 / self.S)
+
+
+class CountElements(torch.overrides.TorchFunctionMode):
+    """Sums the elements of every tensor that torch functions and methods return: copies,
+    indexing, cat, arithmetic, views. A measure of the work done, free of timing noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.elements += t.numel()
+        return out
+
+
+def elements_for(search_fn, length: int, **opts) -> int:
+    src, lengths = torch.full((1, 4), 7), torch.tensor([4])
+    with CountElements() as count:
+        [hyps] = search_fn(Cheap(), src, lengths, max_len_a=0.0, max_len_b=length, **opts)
+    assert all(len(h.tokens) == length for h in hyps)  # forced to the full length
+    return count.elements
+
+
+@pytest.mark.parametrize("name, search_fn, opts", [
+    ("greedy", greedy_search, dict()),
+    ("greedy, attention", greedy_search, dict(with_attention=True)),
+    ("beam", beam_search, dict(beam_size=4, coverage_penalty=0.2)),
+    ("beam, attention", beam_search, dict(beam_size=4, n_best=2, with_attention=True)),
+    ("sample, attention", sample, dict(num_samples=3, seed=0, with_attention=True)),
+])
+def test_decoding_work_is_linear_in_the_output_length(name, search_fn, opts):
+    """Elements produced by torch operations for forced outputs of T and 2T tokens: the ratio
+    is 2 for work linear in T (here about 2.0) and tends to 4 for work quadratic in T, such
+    as appending each step to the (N, t) prefixes or the (N, t, S) attention (about 3.1 to
+    3.7 with those copies put back)."""
+    short, long = elements_for(search_fn, 150, **opts), elements_for(search_fn, 300, **opts)
+    assert long / short < 2.3, (name, short, long)
+
+
+def tiny_translator(**search):
+    """A char-level Translator with random weights (its translations are noise)."""
+    from seqlab.config import Config, ModelConfig
+    from seqlab.model import build_model
+    from seqlab.prepare import Codec
+    from seqlab.tokenizers import CharTokenizer
+    from seqlab.translate import Translator
+    from seqlab.vocab import Vocab
+
+    vocab = Vocab.build([list("abcdefgh ")])
+    config = Config()
+    config.model = ModelConfig(embedding_size=8, hidden_size=8, dropout=0.0)
+    config.search = dataclasses.replace(config.search, max_len_a=0.0, max_len_b=4, **search)
+    torch.manual_seed(0)
+    model = build_model(config.model, len(vocab), len(vocab))
+    return Translator(model, Codec(CharTokenizer(), CharTokenizer(), vocab, vocab), config)
+
+
+def test_an_input_over_max_input_tokens_fails_before_any_decoding(monkeypatch):
+    from seqlab.data import DataError
+
+    translator = tiny_translator(max_input_tokens=6)
+
+    def step(*args):
+        raise AssertionError("decoding started before the input lengths were checked")
+
+    monkeypatch.setattr(translator.model, "step", step)
+    texts = ["abc", "", "abcdefg", "a" * 50]  # the 3rd line is the first one over
+    with pytest.raises(DataError) as err:
+        translator.translate_nbest(texts)
+    assert str(err.value) == ("input line 3 has 7 tokens, over search.max_input_tokens=6 "
+                              "(raise it with --max-input-tokens)")
+    with pytest.raises(DataError, match="input line 1 has 7 tokens"):
+        translator.translate(["abcdefg"], max_input_tokens=3)  # an override
+
+
+def test_max_input_tokens_counts_tokens_without_eos_and_can_be_raised():
+    translator = tiny_translator(max_input_tokens=6)
+    [[t]] = translator.translate_nbest(["abcdef"])  # exactly at the limit: decoded
+    assert t.attention is None
+    [[t]] = translator.translate_nbest(["abcdefgh"], max_input_tokens=8, with_attention=True)
+    assert t.attention.shape[1] == 9  # 8 characters and EOS
+    assert translator.translate(["abcdefgh"], max_input_tokens=8) == [t.text]
+    assert dataclasses.fields(type(translator.config.search))[-1].default == 1000
+
+
+def test_translate_never_asks_for_attention(monkeypatch):
+    import seqlab.translate
+
+    asked = []
+
+    def spy(*args, with_attention, **kwargs):
+        asked.append(with_attention)
+        return greedy_search(*args, with_attention=with_attention, **kwargs)
+
+    monkeypatch.setattr(seqlab.translate, "greedy_search", spy)
+    translator = tiny_translator()
+    translator.translate(["abc"])
+    translator.translate_nbest(["abc"])
+    translator.translate_nbest(["abc"], with_attention=True)
+    assert asked == [False, False, True]
+
+
+def test_max_input_tokens_command_line_option():
+    from seqlab.cli import _search_overrides, build_parser
+
+    args = build_parser().parse_args(["translate", "run", "--max-input-tokens", "5000"])
+    assert _search_overrides(args) == {"max_input_tokens": 5000}
+    assert "max_input_tokens" not in _search_overrides(build_parser().parse_args(
+        ["translate", "run"]))

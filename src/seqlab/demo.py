@@ -52,7 +52,7 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides=(), quiet: bool = Fals
     wrong = [(s, r, h) for s, r, h in zip(sources, refs, hyps) if h.strip() != r]
 
     say(f"\nexact match on {len(test)} held-out dates: {100 * accuracy:.1f}%")
-    shown = translator.translate_nbest(SHOWCASE)
+    shown = translator.translate_nbest(SHOWCASE, with_attention=True)  # plotted below
     for text, nbest in zip(SHOWCASE, shown):
         say(f"  {text:>26}  ->  {nbest[0].text}")
     for s, r, h in wrong[:5]:
@@ -62,7 +62,8 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides=(), quiet: bool = Fals
         best = nbest[0]
         if best.attention is not None:
             pictures.append(str(plot_attention(
-                best.attention, best.src_tokens, best.tokens + ["<eos>"],
+                best.attention, best.src_tokens,  # no <eos> row if cut at the length limit
+                (best.tokens + ["<eos>"])[: best.attention.shape[0]],
                 out / f"attention_{name}.png", title=f"{text} -> {best.text}")))
     pictures.append(str(plot_curves(out / "metrics.jsonl", out / "curves.png")))
     report = {"task": "dates", "test_sentences": len(test), "exact_match": accuracy,

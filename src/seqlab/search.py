@@ -32,7 +32,16 @@ Conventions shared by all three searches
 * Sentences that are done leave the decoder batch at once: memory and state are cut down to
   the active rows with `index_select`, so a finished sentence costs no more compute.
 * Returned tensors (attention) live on the CPU; tokens are plain ints without SOS and EOS.
+  Attention is collected only with `with_attention=True`; otherwise Hypothesis.attention is
+  None and no attention is kept at all (the coverage penalty keeps its running sum instead).
 * The searches never call `model.eval()`; put the model in eval mode first.
+
+Cost. The searches keep each step's chosen tokens and back-pointers (and, when asked, the
+step's attention), never a copy of every prefix (see `_History`): besides the model's own
+steps, T steps over N rows cost O(N T), O(N T S) with attention, where appending each step
+to (N, t) and (N, t, S) tensors would copy O(N T^2 S) elements. The one exception is
+`no_repeat_ngram > 0`: finding the repeated n-grams scans the whole prefix at every step,
+O(N t) per step, O(N T^2) in all (still no attention copies).
 """
 
 from __future__ import annotations
@@ -59,8 +68,9 @@ class Hypothesis:
     log_prob:  sum of the model's token log-probs, the EOS included when the output ended with
                EOS (it did unless it reached the maximum length).
     attention: (T', S_real) float on the CPU, one row per decoder step of this output (its
-               tokens and its EOS, if any) and one column per real source position; None for a
-               model without attention.
+               tokens and its EOS, if any) and one column per real source position; None
+               unless the search was asked `with_attention=True`, and for a model without
+               attention.
     """
 
     tokens: list[int]
@@ -97,8 +107,28 @@ def gnmt_coverage_penalty(attention: Tensor, mask: Tensor, beta: float) -> Tenso
     Returns (N,). The coverage is floored at COVERAGE_FLOOR so that a never-attended source
     word costs beta * log(COVERAGE_FLOOR) instead of -inf (a departure from the paper).
     With beta >= 0 the penalty is <= 0."""
-    coverage = attention.sum(1).clamp(COVERAGE_FLOOR, 1.0)  # (N, S)
-    return beta * (coverage.log() * mask).sum(-1)
+    return coverage_penalty_of_sums(attention.sum(1), mask, beta)
+
+
+def coverage_penalty_of_sums(coverage: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """`gnmt_coverage_penalty` from the coverage alone: coverage (N, S), c_i = sum_j a_ij.
+
+    beta * sum_i log(clamp(c_i, COVERAGE_FLOOR, 1)) over the real positions (mask (N, S))
+    -> (N,). Beam search keeps c (N, S) as a running sum, O(S) per row, not the (N, T', S)
+    attention history."""
+    return beta * (coverage.clamp(COVERAGE_FLOOR, 1.0).log() * mask).sum(-1)
+
+
+def _always_forbidden(n: int, t: int, vocab_size: int, device: torch.device, *,
+                      min_len: int) -> Tensor:
+    """(n, V) bool: PAD and SOS; EOS too while t < min_len. The part of `forbidden_tokens`
+    that needs no token history."""
+    banned = torch.zeros(n, vocab_size, dtype=torch.bool, device=device)  # (n, V)
+    banned[:, PAD] = True
+    banned[:, SOS] = True
+    if t < min_len:
+        banned[:, EOS] = True
+    return banned
 
 
 def forbidden_tokens(
@@ -110,11 +140,7 @@ def forbidden_tokens(
     t < min_len; with n = no_repeat_ngram > 0, every token y such that (last n-1 tokens, y) is
     an n-gram already present in the row (n = 1: every token already present)."""
     N, t = tokens.shape
-    banned = torch.zeros(N, vocab_size, dtype=torch.bool, device=tokens.device)  # (N, V)
-    banned[:, PAD] = True
-    banned[:, SOS] = True
-    if t < min_len:
-        banned[:, EOS] = True
+    banned = _always_forbidden(N, t, vocab_size, tokens.device, min_len=min_len)  # (N, V)
     n = no_repeat_ngram
     if n > 0 and t >= n:
         grams = tokens.unfold(1, n, 1)  # (N, t-n+1, n): every n-gram so far
@@ -127,47 +153,104 @@ def forbidden_tokens(
 
 
 @dataclass
-class _Paths:
-    """The open outputs, one per decoder row.
+class _Done:
+    """A finished output before it is read back: its ranking score and log-prob, its node
+    (step, entry) in the _History, and whether its last token is the EOS (dropped on reading)."""
 
-    tokens (N, t) long, log_prob (N,) float32, attention (N, t, S) float32 or None."""
-
-    tokens: Tensor
-    log_prob: Tensor
-    attention: Tensor | None
-
-    @classmethod
-    def empty(cls, n: int, device: torch.device) -> _Paths:
-        return cls(torch.empty(n, 0, dtype=torch.long, device=device),
-                   torch.zeros(n, device=device), None)
-
-    def select(self, index: Tensor) -> _Paths:
-        """Rows picked / repeated by index (N',)."""
-        att = None if self.attention is None else self.attention[index]
-        return _Paths(self.tokens[index], self.log_prob[index], att)
-
-    def extend(self, token: Tensor, log_prob: Tensor, attn: Tensor | None) -> _Paths:
-        """Append one step: token (N,), the new total log_prob (N,), attn (N, S) or None."""
-        tokens = torch.cat([self.tokens, token[:, None]], 1)  # (N, t+1)
-        if attn is None:
-            return _Paths(tokens, log_prob, None)
-        attn = attn.float()[:, None, :]  # (N, 1, S)
-        att = attn if self.attention is None else torch.cat([self.attention, attn], 1)
-        return _Paths(tokens, log_prob, att)  # attention (N, t+1, S)
+    score: float
+    log_prob: float
+    node: tuple[int, int]
+    eos: bool
 
 
-def _hypotheses(tokens: Tensor, log_prob: Tensor, score: list[float] | None,
-                attention: Tensor | None, real: Tensor) -> list[Hypothesis]:
-    """Tensors of F finished outputs -> Hypothesis objects (one device->host copy each).
+class _History:
+    """Every decoded prefix, as a tree of back-pointers: one record per decoder step.
 
-    tokens (F, t) without EOS; log_prob (F,); score: F floats, or None for score = log_prob;
-    attention (F, T', S) or None; real (F, S) bool: the real source positions to keep."""
-    lps = log_prob.tolist()
-    scores = lps if score is None else score
-    toks = tokens.tolist()
-    att = None if attention is None else attention.cpu()
-    return [Hypothesis(toks[f], scores[f], lps[f], None if att is None else att[f][:, real[f]])
-            for f in range(len(toks))]
+    Step s holds N_s entries; entry i is the prefix that ends with token[s][i], extends entry
+    parent[s][i] of step s-1 (parent None: entry i of step s-1; step 0 extends the empty
+    prefix) and, when attention is collected, the model's weights attn[s][i] at that step:
+
+        token[s] (N_s,) long,  parent[s] (N_s,) long | None,  attn[s] (N_s, S) float32.
+
+    A prefix of length s + 1 is the node (s, i). Recording a step costs O(N_s), O(N_s S) with
+    attention, so T steps cost O(N T) (O(N T S)) in all: no prefix is ever copied, unlike
+    appending each step to (N, t) and (N, t, S) tensors, which copies O(N T^2 S) elements over
+    T steps. `read` follows the pointers back, once for all the finished outputs."""
+
+    def __init__(self, with_attention: bool):
+        self.tokens: list[Tensor] = []
+        self.parents: list[Tensor | None] = []
+        self.attention: list[Tensor] | None = [] if with_attention else None
+
+    def add(self, token: Tensor, parent: Tensor | None, attn: Tensor | None) -> int:
+        """Record one step: token (N_s,), parent (N_s,) or None, attn (N_s, S) or None (the
+        model's weights, kept only when collecting attention). Returns the step's index s."""
+        self.tokens.append(token)
+        self.parents.append(parent)
+        if self.attention is not None and attn is not None:
+            self.attention.append(attn.float())
+        return len(self.tokens) - 1
+
+    def read(self, nodes: list[tuple[int, int]]) -> tuple[list[list[int]], Tensor | None]:
+        """The prefixes of F nodes (s_f, i_f): their tokens, F lists of s_f + 1 ids, and their
+        attention (F, max_f s_f + 1, S) float on the CPU (row j of output f: step j; rows past
+        s_f are zero), or None when no attention was collected.
+
+        One walk back from the deepest step, vectorised over the nodes that reach each step:
+        O(sum_f (s_f + 1)) work, O(S) more per row with attention."""
+        if not nodes:
+            return [], None
+        device = self.tokens[0].device
+        depth = max(s for s, _ in nodes)
+        order = sorted(range(len(nodes)), key=lambda f: -nodes[f][0])  # deepest first
+        tokens = torch.zeros(len(nodes), depth + 1, dtype=torch.long, device=device)
+        att = None
+        if self.attention:  # (F, depth + 1, S)
+            att = torch.zeros(len(nodes), depth + 1, self.attention[0].size(1), device=device)
+        walkers = torch.tensor(order, device=device)  # (F,) outputs, deepest first
+        entry = torch.empty(0, dtype=torch.long, device=device)  # entry of each walker so far
+        started = 0
+        for s in range(depth, -1, -1):
+            end = started
+            while end < len(order) and nodes[order[end]][0] == s:
+                end += 1
+            if end > started:  # outputs whose last step is s start walking here
+                joining = [nodes[f][1] for f in order[started:end]]
+                entry = torch.cat([entry, torch.tensor(joining, device=device)])
+                started = end
+            rows = walkers[:started]
+            tokens[rows, s] = self.tokens[s][entry]
+            if att is not None:
+                att[rows, s] = self.attention[s][entry]
+            if self.parents[s] is not None:
+                entry = self.parents[s][entry]
+        toks = tokens.tolist()
+        return ([toks[f][: s + 1] for f, (s, _) in enumerate(nodes)],
+                None if att is None else att.cpu())
+
+
+def _hypotheses(history: _History, done: list[_Done], real: Tensor) -> list[Hypothesis]:
+    """Finished outputs -> Hypothesis objects, read back from the history in one walk.
+
+    real (F, S) bool: the real source positions of each output's sentence (its attention
+    columns). An output that ended with EOS loses the EOS token but keeps its attention row."""
+    tokens, att = history.read([d.node for d in done])
+    hyps = []
+    for f, d in enumerate(done):
+        toks = tokens[f][:-1] if d.eos else tokens[f]
+        rows = None if att is None else att[f, : d.node[0] + 1][:, real[f]]
+        hyps.append(Hypothesis(toks, d.score, d.log_prob, rows))
+    return hyps
+
+
+def _forbidden(prefix: Tensor | None, n: int, t: int, vocab_size: int, device: torch.device,
+               *, min_len: int, no_repeat_ngram: int) -> Tensor:
+    """forbidden_tokens for n rows after t steps -> (n, V) bool. Only no_repeat_ngram > 0
+    needs the token prefixes (n, t); without it nothing here grows with t."""
+    if no_repeat_ngram > 0:
+        return forbidden_tokens(prefix, vocab_size, min_len=min_len,
+                                no_repeat_ngram=no_repeat_ngram)
+    return _always_forbidden(n, t, vocab_size, device, min_len=min_len)
 
 
 def _check_inputs(src: Tensor, src_lengths: Tensor, *, min_len: int, no_repeat_ngram: int):
@@ -184,11 +267,13 @@ def _check_inputs(src: Tensor, src_lengths: Tensor, *, min_len: int, no_repeat_n
 
 def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Tensor], Tensor],
                   copies: int, min_len: int, max_len_a: float, max_len_b: int,
-                  max_len: int | None, no_repeat_ngram: int) -> list[list[Hypothesis]]:
+                  max_len: int | None, no_repeat_ngram: int,
+                  with_attention: bool) -> list[list[Hypothesis]]:
     """Decode `copies` outputs per sentence, one token per step chosen by `pick`.
 
     pick: logits (N, V) with the forbidden tokens at -inf -> chosen tokens (N,). A row whose
-    every token is forbidden ends there with log_prob -inf (its tokens so far are kept)."""
+    every token is forbidden ends there with log_prob -inf (its tokens so far are kept).
+    The tokens (and attention) go into a _History; rows reorder only when some finish."""
     _check_inputs(src, src_lengths, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     B, device = src.size(0), src.device
     limit = max_lengths(src_lengths, max_len_a=max_len_a, max_len_b=max_len_b, max_len=max_len)
@@ -197,57 +282,65 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
     if copies > 1:
         memory = memory.index_select(torch.arange(B, device=device).repeat_interleave(copies))
     state = model.init_state(memory)
-    out: list[Hypothesis | None] = [None] * (B * copies)
+    out: list[_Done | None] = [None] * (B * copies)
     rows = list(range(B * copies))  # output slot of each active row; sentence = slot // copies
     row_limit = torch.tensor([limit[r // copies] for r in rows], device=device)  # (N,)
-    paths = _Paths.empty(len(rows), device)
+    history = _History(with_attention)
+    parent: Tensor | None = None  # each row's entry in the last step recorded (None: its own)
+    log_prob = torch.zeros(len(rows), device=device)  # (N,)
+    prefix = torch.empty(len(rows), 0, dtype=torch.long, device=device)  # (N, t), n-grams only
     prev = torch.full((len(rows),), SOS, dtype=torch.long, device=device)  # (N,)
     for t in range(max(limit)):
         logits, state, attn = model.step(prev, state, memory)  # (N, V), _, (N, S) | None
         logits = logits.float()
-        banned = forbidden_tokens(paths.tokens, logits.size(-1), min_len=min_len,
-                                  no_repeat_ngram=no_repeat_ngram)  # (N, V)
+        banned = _forbidden(prefix, len(rows), t, logits.size(-1), device, min_len=min_len,
+                            no_repeat_ngram=no_repeat_ngram)  # (N, V)
         allowed = logits.masked_fill(banned, NEG_INF)  # (N, V)
         stuck = torch.isneginf(allowed).all(-1)  # (N,) nothing left to choose
         token = torch.where(stuck, EOS, pick(allowed.masked_fill(stuck[:, None], 0.0)))  # (N,)
         token_lp = logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1)  # (N,)
-        token_lp = token_lp.masked_fill(stuck, NEG_INF)
-        paths = paths.extend(token, paths.log_prob + token_lp, attn)
+        log_prob = log_prob + token_lp.masked_fill(stuck, NEG_INF)
+        step = history.add(token, parent, attn if with_attention else None)
+        if no_repeat_ngram > 0:  # O(N t) per step, as forbidden_tokens itself
+            prefix = torch.cat([prefix, token[:, None]], 1)  # (N, t+1)
         ended = (token == EOS) | (row_limit == t + 1)  # (N,)
+        parent, prev = None, token
         if not bool(ended.any()):
-            prev = token
             continue
         done = ended.nonzero().squeeze(1)  # (F,)
-        at_eos = (token[done] == EOS).tolist()
-        done_paths = paths.select(done)
-        slots = [rows[i] for i in done.tolist()]
-        hyps = _hypotheses(done_paths.tokens, done_paths.log_prob, None, done_paths.attention,
-                           real[[s // copies for s in slots]])
-        for slot, hyp, eos in zip(slots, hyps, at_eos, strict=True):
-            if eos:  # the EOS was appended to tokens; the attention row of its step stays
-                hyp.tokens.pop()
-            out[slot] = hyp
+        for i, eos, lp in zip(done.tolist(), (token[done] == EOS).tolist(),
+                              log_prob[done].tolist(), strict=True):
+            out[rows[i]] = _Done(lp, lp, (step, i), eos)  # an EOS is dropped on reading
         keep = (~ended).nonzero().squeeze(1)  # (N',)
         if keep.numel() == 0:
             break
         rows = [rows[i] for i in keep.tolist()]
-        row_limit, paths, prev = row_limit[keep], paths.select(keep), token[keep]
-        memory, state = memory.index_select(keep), state.index_select(keep)
-    return [[h for h in out[b * copies : (b + 1) * copies] if h is not None] for b in range(B)]
+        row_limit, log_prob, prefix = row_limit[keep], log_prob[keep], prefix[keep]
+        prev = token[keep]
+        memory, state, parent = memory.index_select(keep), state.index_select(keep), keep
+    slots = [slot for slot, d in enumerate(out) if d is not None]
+    hyps = _hypotheses(history, [out[slot] for slot in slots],
+                       real[[slot // copies for slot in slots]])
+    by_slot = dict(zip(slots, hyps, strict=True))
+    return [[by_slot[s] for s in range(b * copies, (b + 1) * copies) if s in by_slot]
+            for b in range(B)]
 
 
 @torch.no_grad()
 def greedy_search(model, src: Tensor, src_lengths: Tensor, *, max_len_a: float = 1.5,
                   max_len_b: int = 10, max_len: int | None = None, min_len: int = 0,
-                  no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
+                  no_repeat_ngram: int = 0,
+                  with_attention: bool = False) -> list[list[Hypothesis]]:
     """Greedy decoding: y_t = argmax_y log p(y | y_<t, x) over the allowed tokens, until EOS or
     T_max steps.
 
     src (B, S) long padded with PAD; src_lengths (B,) long. Returns B lists of one Hypothesis
-    each, score = log_prob. Equal to `beam_search` with beam_size=1 and no penalties."""
+    each, score = log_prob. Equal to `beam_search` with beam_size=1 and no penalties.
+    with_attention: fill Hypothesis.attention (else None, and no attention is kept)."""
     return _decode_paths(model, src, src_lengths, pick=lambda logits: logits.argmax(-1),
                          copies=1, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
-                         max_len=max_len, no_repeat_ngram=no_repeat_ngram)
+                         max_len=max_len, no_repeat_ngram=no_repeat_ngram,
+                         with_attention=with_attention)
 
 
 def filter_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int = 0,
@@ -276,7 +369,8 @@ def filter_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int = 0,
 def sample(model, src: Tensor, src_lengths: Tensor, *, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, seed: int | None = None, num_samples: int = 1,
            max_len_a: float = 1.5, max_len_b: int = 10, max_len: int | None = None,
-           min_len: int = 0, no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
+           min_len: int = 0, no_repeat_ngram: int = 0,
+           with_attention: bool = False) -> list[list[Hypothesis]]:
     """Ancestral sampling: y_t ~ softmax(filter_logits(logits_t)) step by step (see
     `filter_logits` for temperature, top-k and top-p), until EOS or T_max steps.
 
@@ -285,7 +379,7 @@ def sample(model, src: Tensor, src_lengths: Tensor, *, temperature: float = 1.0,
     filtering), not the probability under the filtered distribution.
     Randomness comes from a private torch.Generator seeded with `seed` (fresh nondeterministic
     seed when None); the global RNG is never used. The same seed, input, batch composition and
-    device give the same samples."""
+    device give the same samples. with_attention: as in `greedy_search`."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (use greedy_search for the argmax)")
     if top_k < 0 or not 0.0 <= top_p <= 1.0 or num_samples < 1:
@@ -302,7 +396,8 @@ def sample(model, src: Tensor, src_lengths: Tensor, *, temperature: float = 1.0,
 
     return _decode_paths(model, src, src_lengths, pick=pick, copies=num_samples,
                          min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
-                         max_len=max_len, no_repeat_ngram=no_repeat_ngram)
+                         max_len=max_len, no_repeat_ngram=no_repeat_ngram,
+                         with_attention=with_attention)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,7 +431,8 @@ def score_upper_bound(log_prob: float, length: int, limit: int, alpha: float) ->
 def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_best: int = 1,
                 length_penalty: float = 0.0, coverage_penalty: float = 0.0, min_len: int = 0,
                 max_len_a: float = 1.5, max_len_b: int = 10, max_len: int | None = None,
-                no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
+                no_repeat_ngram: int = 0,
+                with_attention: bool = False) -> list[list[Hypothesis]]:
     """Beam search, batched: all sentences and their K open hypotheses are one (B*K) batch.
 
     src (B, S) long padded with PAD; src_lengths (B,) long. Returns B lists of up to n_best
@@ -372,6 +468,10 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
     A done sentence leaves the batch (memory and state are index_selected to the rest).
     A sentence that ends with no hypothesis at all (every path hit forbidden tokens only)
     gets one empty Hypothesis of score -inf.
+
+    with_attention: fill Hypothesis.attention (else None). The coverage penalty does not need
+    it: the search keeps the coverage sum_j a_ij (N, S) of each open hypothesis, not its
+    attention. Hypotheses are kept as back-pointers (see _History) and read back at the end.
     """
     _check_inputs(src, src_lengths, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     if beam_size < 1 or not 1 <= n_best <= beam_size:
@@ -386,58 +486,67 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
     real = memory.mask.cpu()  # (B, S)
     memory = memory.index_select(torch.arange(B, device=device).repeat_interleave(K))  # (B*K,)
     state = model.init_state(memory)
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    finished: list[list[_Done]] = [[] for _ in range(B)]
     sents = list(range(B))  # the sentence of each active block of K rows
-    paths = _Paths.empty(B * K, device)
-    paths.log_prob.view(B, K)[:, 1:] = NEG_INF
+    history = _History(with_attention)
+    base: Tensor | None = None  # each row's entry in the last step recorded (None: its own)
+    log_prob = torch.zeros(B * K, device=device)  # (N,)
+    log_prob.view(B, K)[:, 1:] = NEG_INF
+    coverage = torch.zeros(memory.mask.shape, device=device) if beta > 0 else None  # (N, S)
+    prefix = torch.empty(B * K, 0, dtype=torch.long, device=device)  # (N, t), n-grams only
     prev = torch.full((B * K,), SOS, dtype=torch.long, device=device)  # (N,)
     has_attention = False
 
-    def finish(rows: Tensor, blocks: list[int], p: _Paths, length: int) -> None:
-        """Rank the outputs p (F rows) of `length` steps from blocks (F,), keep n_best each."""
-        att = p.attention
-        cp = [0.0] * rows.numel()
+    def finish(step: int, entries: Tensor, blocks: list[int], lp: Tensor, cov: Tensor | None,
+               rows: Tensor, length: int, eos: bool) -> None:
+        """Rank F outputs of `length` steps, the nodes (step, entries (F,)) of blocks (F,),
+        with log-probs lp (F,), coverage cov (F, S) of decoder rows `rows`; keep n_best each."""
+        cp = [0.0] * len(blocks)
         if beta > 0:
-            if att is None:
-                raise ValueError("coverage_penalty needs a model that returns attention")
-            cp = gnmt_coverage_penalty(att, memory.mask[rows], beta).tolist()
+            cp = coverage_penalty_of_sums(cov, memory.mask[rows], beta).tolist()
         lp_len = gnmt_length_penalty(length, alpha)
-        scores = [lp / lp_len + c for lp, c in zip(p.log_prob.tolist(), cp, strict=True)]
-        hyps = _hypotheses(p.tokens, p.log_prob, scores, att, real[[sents[i] for i in blocks]])
-        for block, hyp in zip(blocks, hyps, strict=True):
+        for block, e, lp_f, c in zip(blocks, entries.tolist(), lp.tolist(), cp, strict=True):
             fin = finished[sents[block]]
-            fin.append(hyp)
+            fin.append(_Done(lp_f / lp_len + c, lp_f, (step, e), eos))
             fin.sort(key=lambda h: -h.score)  # stable: ties keep the order of finishing
             del fin[n_best:]
 
     for t in range(max(limit)):
         Bn = len(sents)
         logits, state, attn = model.step(prev, state, memory)  # (Bn*K, V), _, (Bn*K, S) | None
+        if beta > 0 and attn is None:
+            raise ValueError("coverage_penalty needs a model that returns attention")
         has_attention = has_attention or attn is not None
         V = logits.size(-1)
-        banned = forbidden_tokens(paths.tokens, V, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
+        banned = _forbidden(prefix, Bn * K, t, V, device, min_len=min_len,
+                            no_repeat_ngram=no_repeat_ngram)  # (Bn*K, V)
         token_lp = logits.float().log_softmax(-1).masked_fill(banned, NEG_INF)  # (Bn*K, V)
-        total = (paths.log_prob[:, None] + token_lp).view(Bn, K * V)  # (Bn, K*V)
+        total = (log_prob[:, None] + token_lp).view(Bn, K * V)  # (Bn, K*V)
         top_lp, top_i = total.topk(2 * K, dim=1)  # (Bn, 2K), best first
         parent = top_i // V + K * torch.arange(Bn, device=device)[:, None]  # (Bn, 2K) row ids
         token = top_i % V  # (Bn, 2K)
         is_eos = token == EOS
-
-        # 2. EOS candidates among the K best become finished hypotheses.
-        ends = is_eos[:, :K] & torch.isfinite(top_lp[:, :K])  # (Bn, K)
-        if bool(ends.any()):
-            rows = parent[:, :K][ends]  # (F,)
-            done = paths.select(rows).extend(token[:, :K][ends], top_lp[:, :K][ends],
-                                             None if attn is None else attn[rows])
-            done.tokens = done.tokens[:, :-1]  # drop the EOS
-            finish(rows, ends.nonzero()[:, 0].tolist(), done, t + 1)
-
-        # 3. The K best non-EOS candidates go on.
+        # 3. The K best non-EOS candidates go on: Bn*K rows, parent rows keep_parent.
         keep_lp, keep_j = top_lp.masked_fill(is_eos, NEG_INF).topk(K, dim=1)  # (Bn, K)
         keep_parent = parent.gather(1, keep_j).view(-1)  # (Bn*K,)
         keep_token = token.gather(1, keep_j).view(-1)  # (Bn*K,)
-        paths = paths.select(keep_parent).extend(
-            keep_token, keep_lp.view(-1), None if attn is None else attn[keep_parent])
+        # 2. EOS candidates among the K best become finished hypotheses (F rows).
+        ends = is_eos[:, :K] & torch.isfinite(top_lp[:, :K])  # (Bn, K)
+        end_rows = parent[:, :K][ends]  # (F,) their parent rows
+        # Record the step: entries 0..Bn*K-1 the kept candidates, then the F finished ones.
+        from_rows = torch.cat([keep_parent, end_rows])  # (Bn*K + F,)
+        step = history.add(torch.cat([keep_token, token[:, :K][ends]]),
+                           from_rows if base is None else base[from_rows],
+                           None if attn is None or not with_attention else attn[from_rows])
+        if end_rows.numel():
+            cov = None if coverage is None else coverage[end_rows] + attn[end_rows].float()
+            finish(step, Bn * K + torch.arange(end_rows.numel()), ends.nonzero()[:, 0].tolist(),
+                   top_lp[:, :K][ends], cov, end_rows, t + 1, eos=True)
+        log_prob = keep_lp.view(-1)  # (Bn*K,)
+        if coverage is not None:  # c_i += a_ti along the back-pointers
+            coverage = coverage[keep_parent] + attn[keep_parent].float()  # (Bn*K, S)
+        if no_repeat_ngram > 0:  # O(N t) per step, as forbidden_tokens itself
+            prefix = torch.cat([prefix[keep_parent], keep_token[:, None]], 1)  # (Bn*K, t+1)
 
         # Which sentences are done.
         best_open = keep_lp[:, 0].tolist()  # (Bn,)
@@ -447,7 +556,9 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
             if t + 1 >= limit[s]:
                 rows = (i * K + torch.arange(K, device=device))[torch.isfinite(keep_lp[i])]
                 if rows.numel():
-                    finish(rows, [i] * rows.numel(), paths.select(rows), t + 1)
+                    finish(step, rows, [i] * rows.numel(), log_prob[rows],
+                           None if coverage is None else coverage[rows], rows, t + 1,
+                           eos=False)
                 done_blocks.append(i)
             elif best_open[i] == NEG_INF or (
                 len(fin) >= n_best
@@ -457,7 +568,7 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
 
         # Reorder the state by the back-pointers; drop the done sentences.
         if not done_blocks:
-            state, prev = state.index_select(keep_parent), keep_token
+            state, prev, base = state.index_select(keep_parent), keep_token, None
             continue
         if len(done_blocks) == Bn:
             break
@@ -466,11 +577,17 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
         rows = (blocks[:, None] * K + torch.arange(K, device=device)).view(-1)  # (Bn'*K,)
         sents = [s for i, s in enumerate(sents) if i not in gone]
         state = state.index_select(keep_parent[rows])
-        memory, paths, prev = memory.index_select(rows), paths.select(rows), keep_token[rows]
+        memory, prev, base = memory.index_select(rows), keep_token[rows], rows
+        log_prob, prefix = log_prob[rows], prefix[rows]
+        coverage = None if coverage is None else coverage[rows]
 
-    for s, fin in enumerate(finished):
+    done = [d for fin in finished for d in fin]
+    hyps = iter(_hypotheses(history, done, real[[s for s, fin in enumerate(finished)
+                                                 for _ in fin]]))
+    results = [[next(hyps) for _ in fin] for fin in finished]
+    for s, fin in enumerate(results):
         if not fin:
-            empty = torch.zeros(0, int(real[s].sum())) if has_attention else None
+            collected = with_attention and has_attention
+            empty = torch.zeros(0, int(real[s].sum())) if collected else None
             fin.append(Hypothesis([], NEG_INF, NEG_INF, empty))
-    return finished
-
+    return results
