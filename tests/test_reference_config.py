@@ -102,3 +102,46 @@ def test_every_key_is_commented():
 
     walk(yaml.compose(text), "")
     assert not uncommented, "keys without a comment:\n" + "\n".join(uncommented)
+
+
+def key_comments() -> dict[str, str]:
+    """Dotted key -> its comment in reference.yaml: the `#` lines just above it and the
+    comment on its own line."""
+    lines = REFERENCE.read_text(encoding="utf-8").splitlines()
+    out: dict[str, str] = {}
+
+    def walk(node, prefix):
+        for key_node, value_node in node.value:
+            key, i = f"{prefix}{key_node.value}", key_node.start_mark.line
+            above = []
+            j = i - 1
+            while j >= 0 and lines[j].lstrip().startswith("#"):
+                above.insert(0, lines[j].strip().lstrip("# "))
+                j -= 1
+            inline = lines[i].split("#", 1)[1] if "#" in lines[i] else ""
+            out[key] = " ".join(above + [inline])
+            if isinstance(value_node, yaml.MappingNode):
+                walk(value_node, key + ".")
+
+    walk(yaml.compose("\n".join(lines)), "")
+    return out
+
+
+def checked_fields(cls=Config, prefix: str = ""):
+    """(dotted key, Rule) for every field declared with seqlab.config.check."""
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from checked_fields(type(value), f"{prefix}{f.name}.")
+        elif "rule" in f.metadata:
+            yield f"{prefix}{f.name}", f.metadata["rule"]
+
+
+def test_every_range_is_in_the_comment():
+    """A key whose value has a range (check(default, "> 0")) says so in its comment, in the
+    same words as the error message ("> 0", "in [0, 1)", ...)."""
+    comments = key_comments()
+    silent = [f"{key}: {rule.text!r}" for key, rule in checked_fields()
+              if rule.text not in comments[key]]
+    assert not silent, "ranges missing from reference.yaml comments:\n" + "\n".join(silent)

@@ -2,16 +2,20 @@
 
     cfg = load_config("configs/multi30k_de_en.yaml", overrides=["model.hidden_size=64"])
 
-Unknown keys, wrong types and invalid choices are errors that name the file, the line
-and, for a misspelled key, the closest valid one. `configs/reference.yaml` lists and
-explains every key.
+Unknown keys, wrong types, invalid choices, keys given twice and values out of range
+are errors that name the file, the line and, for a misspelled key, the closest valid one.
+Each field's range is declared once, on the field: `lr: float = check(1e-3, "> 0")`.
+`configs/reference.yaml` lists and explains every key; docs/errors.md lists the messages.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import re
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -21,6 +25,33 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration problem, worded for the user (file:line: what is wrong)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The range of a numeric field. `text` is how messages and reference.yaml say it
+    ("train.lr must be > 0"); `bad` is a value outside it (for the tests)."""
+
+    text: str
+    ok: Callable[[float], bool]
+    bad: float
+
+
+RULES = {rule.text: rule for rule in (
+    Rule("> 0", lambda v: v > 0, 0),
+    Rule(">= 0", lambda v: v >= 0, -1),
+    Rule(">= 1", lambda v: v >= 1, 0),
+    Rule("in [0, 1)", lambda v: 0 <= v < 1, 1.0),
+    Rule("in (0, 1)", lambda v: 0 < v < 1, 1.0),
+    Rule("in (0, 1]", lambda v: 0 < v <= 1, 1.5),
+    Rule("in [0, 1]", lambda v: 0 <= v <= 1, 1.5),
+)}
+
+
+def check(default: Any, rule: str) -> Any:
+    """A dataclass field whose value, unless None (null), must satisfy RULES[rule]:
+    `hidden_size: int = check(256, "> 0")`. `Config.validate` enforces it."""
+    return field(default=default, metadata={"rule": RULES[rule]})
 
 
 @dataclass
@@ -33,10 +64,10 @@ class DataConfig:
     tgt: str = "tgt"  # target-side file suffix, e.g. "en"
     format: Literal["parallel", "tsv"] = "parallel"  # tsv: train/valid/test are 2-column files
     task: str | None = None  # a built-in generated task instead of files: dates, copy, reverse
-    task_train_size: int = 20000  # examples generated for training
-    task_eval_size: int = 1000  # examples generated for each of valid and test
-    max_src_len: int = 100  # training pairs with more source tokens are dropped
-    max_tgt_len: int = 100  # ... or more target tokens
+    task_train_size: int = check(20000, "> 0")  # examples generated for training
+    task_eval_size: int = check(1000, "> 0")  # examples generated for each of valid and test
+    max_src_len: int = check(100, "> 0")  # training pairs with more source tokens are dropped
+    max_tgt_len: int = check(100, "> 0")  # ... or more target tokens
 
     def path(self, prefix: str | None) -> str | None:
         """A train/valid/test prefix as read: joined to `root` unless absolute or no root."""
@@ -49,11 +80,11 @@ class DataConfig:
 class TokenizerConfig:
     kind: Literal["char", "word", "sentencepiece"] = "sentencepiece"
     joint: bool = False  # one tokenizer and one vocabulary for both sides
-    vocab_size: int = 8000  # sentencepiece pieces per tokenizer
+    vocab_size: int = check(8000, "> 0")  # sentencepiece pieces per tokenizer
     model_type: Literal["unigram", "bpe"] = "unigram"  # sentencepiece algorithm
-    character_coverage: float = 1.0  # sentencepiece; 1.0 keeps every Hangul syllable seen
-    min_freq: int = 1  # tokens seen fewer times become <unk>
-    max_vocab: int | None = None  # cap on vocabulary size, specials included
+    character_coverage: float = check(1.0, "in (0, 1]")  # sentencepiece; 1.0: keep all
+    min_freq: int = check(1, ">= 1")  # tokens seen fewer times become <unk>
+    max_vocab: int | None = check(None, "> 0")  # cap on vocabulary size, specials included
 
 
 @dataclass
@@ -61,15 +92,15 @@ class ModelConfig:
     cell: Literal["rnn", "lstm", "gru"] = "gru"
     gru_reset_after: bool = True  # False: the original Cho et al. GRU (cells backend only)
     backend: Literal["auto", "cells", "fused"] = "auto"  # auto: fused whenever the math is equal
-    embedding_size: int = 256
-    hidden_size: int = 256  # decoder state size; also the encoder output size
-    encoder_layers: int = 1
-    decoder_layers: int = 1
+    embedding_size: int = check(256, "> 0")
+    hidden_size: int = check(256, "> 0")  # decoder state size; also the encoder output size
+    encoder_layers: int = check(1, "> 0")
+    decoder_layers: int = check(1, "> 0")
     bidirectional: bool = True  # encoder; each direction then has hidden_size // 2 units
-    dropout: float = 0.2  # on embeddings, between layers and before the output layer
+    dropout: float = check(0.2, "in [0, 1)")  # on embeddings, between layers, before output
     attention: Literal["none", "dot", "scaled_dot", "general", "additive"] = "additive"
     attention_style: Literal["luong", "bahdanau"] = "luong"  # query: current or previous state
-    attention_size: int | None = None  # additive attention's inner size (default hidden_size)
+    attention_size: int | None = check(None, "> 0")  # additive only (null: hidden_size)
     input_feeding: bool = True  # luong: feed the last attentional vector to the next step
     bridge: Literal["zero", "last", "learned"] = "learned"  # encoder final -> decoder initial
     tie_embeddings: bool = False  # share target embeddings with the output layer
@@ -79,34 +110,37 @@ class ModelConfig:
 class TrainConfig:
     seed: int = 1
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
-    threads: int | None = None  # torch CPU threads (default: torch's choice)
-    batch_tokens: int = 4000  # tokens per batch (source or target side, whichever is larger)
-    max_epochs: int = 30
-    max_steps: int | None = None
-    max_minutes: float | None = None  # wall-clock budget; the run validates and stops on time
+    threads: int | None = check(None, "> 0")  # torch CPU threads (default: torch's choice)
+    batch_tokens: int = check(4000, "> 0")  # tokens per batch, on the longer side
+    max_epochs: int = check(30, "> 0")
+    max_steps: int | None = check(None, "> 0")
+    max_minutes: float | None = check(None, "> 0")  # wall-clock budget; then validate, stop
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0  # sgd only
-    weight_decay: float = 0.0
-    clip_norm: float | None = 5.0  # gradient clipping by global norm; null disables
-    label_smoothing: float = 0.0
+    lr: float = check(1e-3, "> 0")
+    momentum: float = check(0.0, ">= 0")  # sgd only
+    weight_decay: float = check(0.0, ">= 0")
+    clip_norm: float | None = check(5.0, "> 0")  # gradient clipping by global norm; null disables
+    label_smoothing: float = check(0.0, "in [0, 1)")
     lr_schedule: Literal["constant", "plateau", "warmup_decay"] = "constant"
-    lr_plateau_factor: float = 0.5  # plateau: lr *= factor after `lr_plateau_patience` bad checks
-    lr_plateau_patience: int = 2
-    lr_min: float = 1e-5  # plateau: floor
-    lr_warmup_steps: int = 1000  # warmup_decay: linear warmup, then lr * sqrt(warmup / step)
-    teacher_forcing: float = 1.0  # probability of feeding the gold token (at the schedule's start)
+    lr_plateau_factor: float = check(0.5, "in (0, 1)")  # plateau: lr *= factor
+    lr_plateau_patience: int = check(2, ">= 0")
+    lr_min: float = check(1e-5, ">= 0")  # plateau: floor
+    lr_warmup_steps: int = check(1000, "> 0")  # warmup_decay: w of lr * min(i/w, sqrt(w/i))
+    teacher_forcing: float = check(1.0, "in [0, 1]")  # P(feed the gold token) at the start
     teacher_forcing_schedule: Literal["constant", "linear", "exponential", "inverse_sigmoid"] = (
         "constant"
     )
-    teacher_forcing_min: float = 0.0  # linear: floor of the ratio
-    teacher_forcing_decay: float = 1e-4  # linear: slope per step; exponential: (1 - decay)**step
-    teacher_forcing_k: float = 1000.0  # inverse_sigmoid: k / (k + exp(step / k))
-    log_every: int = 50  # steps between training log lines
-    valid_every: int = 500  # steps between validations (and checkpoints)
-    valid_samples: int = 3  # sample translations printed at each validation
+    teacher_forcing_min: float = check(0.0, "in [0, 1]")  # linear: floor of the ratio
+    teacher_forcing_decay: float = check(1e-4, "in [0, 1]")  # linear: slope; exponential: (1-d)**i
+    teacher_forcing_k: float = check(1000.0, ">= 1")  # inverse_sigmoid: k / (k + exp(step / k))
+    log_every: int = check(50, "> 0")  # steps between training log lines
+    valid_every: int = check(500, "> 0")  # steps between validations (and checkpoints)
+    valid_samples: int = check(3, ">= 0")  # sample translations printed at each validation
     early_stopping_metric: Literal["bleu", "chrf", "loss", "exact_match"] = "bleu"
-    patience: int | None = 10  # validations without improvement before stopping; null: never
+    patience: int | None = check(10, ">= 0")  # bad validations tolerated; null: never stop
+    max_nonfinite_steps: int = check(5, ">= 1")  # nan/inf steps in a row skipped, then stop
+    keep_last: int = check(0, ">= 0")  # snapshots step-N.pt of the most recent validations
+    keep_best: int = check(0, ">= 0")  # snapshots step-N.pt of the best validations
 
 
 @dataclass
@@ -120,6 +154,8 @@ class SearchConfig:
     max_len_b: int = 10
     no_repeat_ngram: int = 0  # block repeated n-grams of this size; 0: off
     batch_size: int = 64  # sentences per decoding batch
+    # input lines with more source tokens (EOS not counted) are an error before decoding
+    max_input_tokens: int = check(1000, ">= 1")
 
 
 @dataclass
@@ -140,30 +176,95 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def validate(self) -> Config:
-        """Cross-field checks that a single type cannot express."""
-        d, m, t = self.data, self.model, self.train
+    def validate(self, lines: dict[str, str] | None = None, *,
+                 environment: bool = True) -> Config:
+        """Each field's range (declared with `check`), then the rules that join fields; with
+        `environment`, also what this machine must provide (the BLEU tokenizer's package).
+        `lines` maps a dotted key to where it was set ("tiny.yaml:7: "), for the messages."""
+        lines = lines or {}
+        _check_ranges(self, "", lines)
+        d, m, s = self.data, self.model, self.search
         if d.task is None and d.train is None:
             raise ConfigError("data: give either data.train (a file prefix) or data.task")
         if m.bidirectional and m.hidden_size % 2:
-            raise ConfigError("model.hidden_size must be even with a bidirectional encoder")
+            _fail(lines, "model.hidden_size", "model.hidden_size must be even with a "
+                  f"bidirectional encoder, got {m.hidden_size}")
         if m.backend == "fused" and m.cell == "gru" and not m.gru_reset_after:
-            raise ConfigError(
-                "model.backend fused needs model.gru_reset_after: true (cuDNN's GRU); "
-                "use backend auto or cells for the original GRU"
-            )
+            _fail(lines, "model.backend", "model.backend fused needs model.gru_reset_after: "
+                  "true (cuDNN's GRU); use backend auto or cells for the original GRU")
         if m.tie_embeddings and m.embedding_size != m.hidden_size:
-            raise ConfigError("model.tie_embeddings needs embedding_size == hidden_size")
-        if m.bridge == "last" and m.encoder_layers < 1:
-            raise ConfigError("model.bridge last needs an encoder")
-        for name in ("dropout",):
-            if not 0 <= getattr(m, name) < 1:
-                raise ConfigError(f"model.{name} must be in [0, 1)")
-        if not 0 <= t.teacher_forcing <= 1:
-            raise ConfigError("train.teacher_forcing must be in [0, 1]")
-        if self.search.beam_size < 1 or self.search.n_best > self.search.beam_size:
-            raise ConfigError("search: need 1 <= n_best <= beam_size")
+            _fail(lines, "model.tie_embeddings", "model.tie_embeddings needs embedding_size == "
+                  f"hidden_size, got {m.embedding_size} and {m.hidden_size}")
+        if m.attention_size is not None and m.attention != "additive":
+            _fail(lines, "model.attention_size", "model.attention_size applies only to "
+                  f"model.attention: additive, not {m.attention!r}; remove it")
+        if s.coverage_penalty and m.attention == "none":
+            _fail(lines, "search.coverage_penalty", "search.coverage_penalty needs attention, "
+                  "but model.attention is 'none'; set it to 0")
+        if s.beam_size < 1 or s.n_best > s.beam_size:
+            _fail(lines, "search.n_best", "search: need 1 <= n_best <= beam_size, got n_best "
+                  f"{s.n_best} and beam_size {s.beam_size}")
+        _check_device_name(self.train.device, lines)
+        if environment:
+            problem = _bleu_tokenizer_problem(self.eval.bleu_tokenize)
+            if problem:
+                _fail(lines, "eval.bleu_tokenize", f"eval.bleu_tokenize: {problem}")
         return self
+
+
+def _fail(lines: dict[str, str], key: str, text: str):
+    """Raise ConfigError(text), prefixed with where `key` was set (file:line or --set)."""
+    raise ConfigError(f"{lines.get(key, '')}{text}")
+
+
+def _check_ranges(obj, prefix: str, lines: dict[str, str]) -> None:
+    """Every field declared with `check(default, rule)` must satisfy its rule; None (null)
+    means "not set" and always passes."""
+    for f in dataclasses.fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, key + ".", lines)
+        rule = f.metadata.get("rule")
+        if rule is not None and value is not None and not rule.ok(value):
+            _fail(lines, key, f"{key} must be {rule.text}, got {value!r}")
+
+
+_PLAIN_DEVICE = re.compile(r"auto|(cpu|cuda|mps|xpu)(:\d+)?")
+
+
+def _check_device_name(name: str, lines: dict[str, str]) -> None:
+    """train.device must be a name torch knows; whether that device is here is checked when
+    training starts (seqlab.device.pick_device). torch is imported only for unusual names."""
+    if _PLAIN_DEVICE.fullmatch(name):
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        _fail(lines, "train.device", f"train.device: {name!r} is not a device torch knows "
+              "(auto, cpu, cuda, cuda:1, mps, ...)")
+
+
+@functools.lru_cache
+def _bleu_tokenizer_problem(name: str) -> str | None:
+    """Why sacrebleu's BLEU(tokenize=name) cannot work here (an unknown name, a missing extra
+    package), or None when it can: found before training, not at the first validation."""
+    from sacrebleu.metrics import BLEU
+
+    known = sorted(BLEU.TOKENIZERS)
+    if name not in known:
+        hint = difflib.get_close_matches(name, known, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"{name!r} is not a sacrebleu tokenizer; choose one of {', '.join(known)}{extra}"
+    try:
+        BLEU(tokenize=name)
+    except Exception as exc:  # sacrebleu raises RuntimeError, or URLError for a download
+        pip = re.search(r"pip install \S+", str(exc))
+        if pip:
+            return f"{name!r} needs a package that is not installed: {pip.group(0)}"
+        return f"{name!r} cannot be set up here ({' '.join(str(exc).split())})"
+    return None
 
 
 # ---------------------------------------------------------------------------- loading
@@ -211,6 +312,8 @@ def _coerce(value: Any, tp, where: str) -> Any:
 
 
 def _build(cls, raw: Any, path: str, lines: dict[str, str]):
+    if raw is None and path:  # a section left empty (`model:` with its keys commented out)
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{lines.get(path, '')}{path or 'config'}: expected a mapping")
     hints = get_type_hints(cls)
@@ -245,9 +348,12 @@ def _key_lines(text: str, filename: str) -> dict[str, str]:
                 walk(value_node, key)
 
     try:
-        walk(yaml.compose(text), "")
+        root = yaml.compose(text)
     except yaml.YAMLError:
-        pass
+        return out
+    if root is not None:
+        out[""] = f"{filename}:{root.start_mark.line + 1}: "  # the document itself
+        walk(root, "")
     return out
 
 
@@ -264,9 +370,17 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def config_from_dict(raw: dict, *, overrides: list[str] = (), filename: str = "config",
-                     lines: dict[str, str] | None = None) -> Config:
-    raw = dict(raw or {})
+                     lines: dict[str, str] | None = None, environment: bool = True) -> Config:
+    """Build and validate a Config from nested dicts (a parsed YAML file, a checkpoint's
+    stored config); `lines` maps dotted keys to "file:line: " for the messages."""
     lines = dict(lines or {})
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        what = "a list" if isinstance(raw, list) else f"the value {raw!r}"
+        raise ConfigError(f"{lines.get('', filename + ': ')}the config must be a mapping of "
+                          f"sections (data:, model:, train:, ...), got {what}")
+    raw = dict(raw)
     for item in overrides:
         keys, value = parse_override(item)
         node = raw
@@ -276,7 +390,62 @@ def config_from_dict(raw: dict, *, overrides: list[str] = (), filename: str = "c
                 raise ConfigError(f"--set {item!r}: {k!r} is not a section")
         node[keys[-1]] = value
         lines[".".join(keys)] = f"--set {item}: "
-    return _build(Config, raw, "", lines).validate()
+    return _build(Config, raw, "", lines).validate(lines, environment=environment)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: PyYAML would keep the
+    last one silently, so a second `lr:` further down would win unseen. Keys brought in by a
+    `<<:` merge may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice, first on line {first.line + 1}",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _read_text(path: Path) -> str:
+    """The config file as text: UTF-8 (a BOM is fine); anything else is one clear error."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: UTF-16 text; save the config as UTF-8")
+    if b"\0" in data:
+        raise ConfigError(f"{path}: binary data (a NUL byte at offset {data.index(0)}), "
+                          "not a YAML text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                          f"offset {exc.start}); save the config as UTF-8") from None
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """YAML text -> Python data; a syntax error or a duplicate key -> 'file:line: ...'."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        where = f"{path}:{exc.problem_mark.line + 1}" if exc.problem_mark else str(path)
+        problem = " ".join(str(exc.problem).split())
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    except yaml.reader.ReaderError as exc:  # a control character: not a text config
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{path}:{line}: not valid YAML (control character "
+                          f"{chr(exc.character)!r} is not allowed)") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -286,15 +455,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if raw is None:
-        raw = {}
+    text = _read_text(path)
+    raw = _parse_yaml(text, path)
     return config_from_dict(raw, overrides=overrides, filename=str(path),
                             lines=_key_lines(text, str(path)))
 

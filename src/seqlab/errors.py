@@ -4,6 +4,6 @@ The CLI prints these as one line; anything else is a bug and keeps its traceback
 from seqlab.checkpoint import CheckpointError
 from seqlab.config import ConfigError
 from seqlab.data import DataError
-from seqlab.train import RunError
+from seqlab.rundir import RunError
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, RunError, FileNotFoundError)
