@@ -78,7 +78,7 @@ def test_stdin_to_stdout(tiny_config, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     import io
 
-    monkeypatch.setattr(sys, "stdin", io.StringIO("a b\nc d e\n"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a b\nc d e\n")))
     assert main(["translate", str(out_dir / "last.pt")]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
 
@@ -157,3 +157,74 @@ def test_sampling_and_search_options(tiny_config, tmp_path, capsys):
     assert all(len(line.split()) <= 3 for line in out.splitlines())
     code, _, err = run(["translate", out_dir, "-i", src, "--beam", "2", "--n-best", "3"], capsys)
     assert code == 2 and "n_best" in err
+
+
+def test_translate_from_a_terminal_answers_each_line_as_it_is_typed(tiny_config, tmp_path):
+    """stdin is a terminal (a pty): the first line's translation arrives before the second
+    line is typed; from a pipe the whole input is read first and batched."""
+    import os
+    import pty
+    import select
+
+    out_dir = tmp_path / "run"
+    assert main(["train", str(tiny_config), "--out", str(out_dir), "--quiet",
+                 "--set", "train.max_steps=5"]) == 0
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "seqlab", "translate", str(out_dir)],
+                            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(terminal)
+    try:
+        os.write(controller, b"a b c\n")
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no answer to the first line while the terminal stays open"
+        first = proc.stdout.readline()
+        assert first.strip(), first
+        os.write(controller, b"d e\n")
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and proc.stdout.readline().strip()
+        os.write(controller, b"\x04")  # Ctrl-D: end of input
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        os.close(controller)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seqlab 0.") and f"torch {torch.__version__}" in out
+
+
+def test_unknown_characters_are_counted_not_fatal(tiny_config, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert main(["train", str(tiny_config), "--out", str(out_dir), "--quiet",
+                 "--set", "train.max_steps=3"]) == 0
+    src = tmp_path / "in.txt"
+    src.write_text("a b c\nz q 한\n\na 漢\n")  # the reverse task's words are single letters a-h
+    code, out, err = run(["translate", out_dir, "-i", src], capsys)
+    assert code == 0, err
+    assert len(out.splitlines()) == 4
+    assert "note: 2 of 4 input lines contain characters or tokens never seen in training" in err
+
+
+def test_coverage_penalty_needs_a_model_with_attention(tmp_path, capsys):
+    from seqlab.checkpoint import save_checkpoint
+    from seqlab.config import config_from_dict
+    from seqlab.data import ParallelText
+    from seqlab.model import build_model
+    from seqlab.prepare import build_codec
+
+    config = config_from_dict({"data": {"task": "copy"}, "tokenizer": {"kind": "word"},
+                               "model": {"hidden_size": 16, "embedding_size": 8,
+                                         "attention": "none"}})
+    text = ["a b c"]
+    codec = build_codec(config, ParallelText(src=text, tgt=text, skipped_empty=0, source="t"))
+    model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
+    save_checkpoint({"model": model.state_dict(), "config": config.to_dict(),
+                     "codec": codec.state_dict(), "progress": {"step": 0}}, tmp_path / "m.pt")
+    (tmp_path / "in.txt").write_text("a b\n")
+    code, out, err = run(["translate", tmp_path / "m.pt", "-i", tmp_path / "in.txt", "--beam",
+                          "2", "--coverage-penalty", "0.2"], capsys)
+    assert code == 2 and out == "" and "has no attention" in err and "Traceback" not in err

@@ -29,6 +29,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-repeat-ngram", type=int, dest="no_repeat_ngram", metavar="N")
     g.add_argument("--batch-size", type=int, dest="batch_size", metavar="N",
                    help="sentences per batch")
+    g.add_argument("--max-input-tokens", type=int, dest="max_input_tokens", metavar="N",
+                   help="longest input line in source tokens; a longer one is an error "
+                   "before decoding (config default 1000)")
     s = p.add_argument_group("sampling (instead of search)")
     s.add_argument("--sample", action="store_true", help="sample instead of searching")
     s.add_argument("--temperature", type=float, default=1.0, metavar="T")
@@ -42,7 +45,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 def _search_overrides(args) -> dict:
     keys = ("beam_size", "n_best", "length_penalty", "coverage_penalty", "min_len",
-            "max_len_a", "max_len_b", "no_repeat_ngram", "batch_size")
+            "max_len_a", "max_len_b", "no_repeat_ngram", "batch_size", "max_input_tokens")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
@@ -53,11 +56,70 @@ def _sampling(args) -> dict | None:
                 seed=args.seed)
 
 
+# option -> (is it acceptable, what it must be); checked before a model is even loaded
+_OPTION_RULES = {
+    "beam_size": ("--beam", lambda v: v >= 1, ">= 1"),
+    "n_best": ("--n-best", lambda v: v >= 1, ">= 1"),
+    "coverage_penalty": ("--coverage-penalty", lambda v: v >= 0, ">= 0"),
+    "min_len": ("--min-len", lambda v: v >= 0, ">= 0"),
+    "max_len_a": ("--max-len-a", lambda v: v >= 0, ">= 0"),
+    "max_len_b": ("--max-len-b", lambda v: v >= 0, ">= 0"),
+    "no_repeat_ngram": ("--no-repeat-ngram", lambda v: v >= 0, ">= 0"),
+    "batch_size": ("--batch-size", lambda v: v >= 1, ">= 1"),
+    "max_input_tokens": ("--max-input-tokens", lambda v: v >= 1, ">= 1"),
+    "temperature": ("--temperature", lambda v: v > 0, "> 0 (for the most likely token, "
+                    "leave out --sample)"),
+    "top_k": ("--top-k", lambda v: v >= 0, ">= 0 (0: no top-k filter)"),
+    "top_p": ("--top-p", lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+
+
+def _check_options(args) -> None:
+    """Every decoding option in range, or one line naming the option (ConfigError)."""
+    from seqlab.config import ConfigError
+
+    for key, (option, ok, rule) in _OPTION_RULES.items():
+        value = getattr(args, key, None)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{option} {value:g}: must be {rule}")
+
+
+def _check_output(path: str | None) -> None:
+    """-o FILE must be writable: not a directory, in a folder that exists (checked before
+    any decoding, so that no work is lost to a typo)."""
+    import os
+
+    from seqlab.rundir import RunError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise RunError(f"-o {path}: is a directory; give a file name")
+    folder = p.parent
+    if not folder.is_dir():
+        raise RunError(f"-o {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise RunError(f"-o {path}: not writable")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"seqlab {version('seqlab')} (torch {version('torch')})"
+    except PackageNotFoundError:
+        from seqlab import __version__
+
+        return f"seqlab {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqlab",
         description="Recurrent sequence-to-sequence learning: train, translate, evaluate.",
         epilog="Start with `seqlab demo`. Each command has --help.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model from a YAML config",
@@ -102,40 +164,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_input(path: str | None) -> list[str]:
-    from seqlab.data import read_lines
+    from seqlab.data import decode_lines, read_lines
 
     if path is None:
-        return [line.rstrip("\r\n") for line in sys.stdin]
+        return [line.strip() for line in decode_lines(sys.stdin.buffer, "<stdin>")]
     return read_lines(path)
 
 
 def _cmd_train(args) -> int:
+    import shlex
+
     from seqlab.config import load_config
-    from seqlab.train import train
+    from seqlab.train import TrainingInterrupted, train
 
     config = load_config(args.config, args.set)
     out = args.out or str(Path("runs") / Path(args.config).stem)
-    train(config, out, resume=args.resume, quiet=args.quiet)
+    try:
+        train(config, out, resume=args.resume, quiet=args.quiet)
+    except TrainingInterrupted as stop:
+        again = ["seqlab", "train", args.config, "--out", out, "--resume"]
+        again += [a for item in args.set for a in ("--set", item)]
+        print(f"seqlab train: stopped at step {stop.step}, saved in {stop.checkpoint}; "
+              f"resume with:\n  {shlex.join(again)}", file=sys.stderr)
+        return stop.exit_code
     if not args.quiet:
         print(f"run directory: {out}", file=sys.stderr)
     return 0
 
 
+def _format(i: int, nbest, with_scores: bool) -> str:
+    if with_scores:
+        return "".join(f"{i}\t{h.score:.4f}\t{h.text}\n" for h in nbest)
+    return nbest[0].text + "\n"
+
+
+def _warn_unknown(translator, texts: list[str]) -> None:
+    """Say (stderr) how many inputs hold tokens never seen in training; they are read as
+    <unk>, which the model can only guess around."""
+    n = translator.count_unknown(texts)
+    if n:
+        print(f"seqlab translate: note: {n} of {len(texts)} input lines contain characters or "
+              "tokens never seen in training (read as <unk>)", file=sys.stderr)
+
+
 def _cmd_translate(args) -> int:
     from seqlab.translate import Translator
 
+    _check_options(args)
+    _check_output(args.output)
     translator = Translator.from_checkpoint(args.model, device=args.device)  # fail early
-    texts = _read_input(args.input)
-    nbest = translator.translate_nbest(texts, sampling=_sampling(args),
-                                       **_search_overrides(args))
+    search, sampling = _search_overrides(args), _sampling(args)
     with_scores = (args.n_best or 1) > 1
-    lines = []
-    for i, hyps in enumerate(nbest):
-        if with_scores:
-            lines.extend(f"{i}\t{h.score:.4f}\t{h.text}" for h in hyps)
-        else:
-            lines.append(hyps[0].text)
-    text = "".join(line + "\n" for line in lines)
+    translator.check_inputs([], sampling, **search)  # the options against this model
+    if args.input is None and args.output is None and sys.stdin.isatty():
+        return _translate_as_typed(translator, search, sampling, with_scores)
+    texts = _read_input(args.input)
+    translator.check_inputs(texts, sampling, **search)  # too long, a --min-len it cannot meet
+    _warn_unknown(translator, texts)
+    nbest = translator.translate_nbest(texts, sampling=sampling, **search)
+    text = "".join(_format(i, hyps, with_scores) for i, hyps in enumerate(nbest))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -143,13 +230,34 @@ def _cmd_translate(args) -> int:
     return 0
 
 
+def _translate_as_typed(translator, search: dict, sampling, with_scores: bool) -> int:
+    """A terminal: each line is translated and printed as soon as it is typed."""
+    from seqlab.data import DataError, decode_lines
+
+    for i, line in enumerate(decode_lines(sys.stdin.buffer, "<stdin>")):
+        try:
+            translator.check_inputs([line.strip()], sampling, **search)
+        except DataError as exc:
+            print(f"seqlab translate: {exc}", file=sys.stderr)
+            continue
+        _warn_unknown(translator, [line.strip()])
+        nbest = translator.translate_nbest([line.strip()], sampling=sampling, **search)
+        sys.stdout.write(_format(i, nbest[0], with_scores))
+        sys.stdout.flush()
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from seqlab.data import DataError, read_lines
     from seqlab.translate import Translator
 
+    _check_options(args)
+    _check_output(args.output)
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
         raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    if not any(src):
+        raise DataError(f"{args.src}: no sentences (the file is empty): nothing to evaluate")
     translator = Translator.from_checkpoint(args.model, device=args.device)
     result = translator.evaluate(src, ref, **_search_overrides(args))
     hyps = result.pop("hypotheses")
@@ -185,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"seqlab {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return getattr(stop, "exit_code", 130)
+    except BrokenPipeError:  # `seqlab translate ... | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0

@@ -59,28 +59,13 @@ def _read_raw_lines(path: PathLike) -> list[str]:
     A line is the text up to each "\\n" (as `wc -l` counts), plus a last line without one;
     nothing else (no "\\r" alone, no U+2028) ends a line. A leading byte-order mark is dropped.
     """
-    lines = []
     try:
         with open(path, "rb") as f:
-            offset = 0
-            for lineno, raw in enumerate(f, start=1):
-                start = offset
-                offset += len(raw)
-                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw, start = raw[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise DataError(
-                        f"{path}:{lineno}: not valid UTF-8 at byte {e.start + 1} of the line "
-                        f"(offset {start + e.start} in the file): {e.reason}"
-                    ) from None
-                lines.append(line.removesuffix("\n").removesuffix("\r"))
+            return list(decode_lines(f, str(path)))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    return lines
 
 
 def _pairs(src: list[str], tgt: list[str], source: str) -> ParallelText:
@@ -130,6 +115,26 @@ def read_tsv(path: PathLike) -> ParallelText:
         src.append(columns[0])
         tgt.append(columns[1])
     return _pairs(src, tgt, source=str(path))
+
+
+def decode_lines(stream, name: str) -> Iterator[str]:
+    """Decode a binary stream line by line as UTF-8 (see `_read_raw_lines`), lazily, so that
+    a terminal's lines are translated as they are typed; a bad line is a `DataError` naming
+    `name:line`."""
+    offset = 0
+    for lineno, raw in enumerate(stream, start=1):
+        start = offset
+        offset += len(raw)
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw, start = raw[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{name}:{lineno}: not valid UTF-8 at byte {e.start + 1} of the line "
+                f"(offset {start + e.start} in the file): {e.reason}"
+            ) from None
+        yield line.removesuffix("\n").removesuffix("\r")
 
 
 def read_lines(path: PathLike) -> list[str]:

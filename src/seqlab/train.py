@@ -3,16 +3,22 @@
     for each batch:  logits = model(src, tgt_in, teacher forcing ratio of this step)
                      loss = masked token cross entropy (optionally label-smoothed)
                      backward; clip the gradient norm; optimizer step; lr schedule step
+                     (a step whose loss or gradient is nan/inf is skipped, and logged)
     every N steps:   validate (loss, perplexity, greedy BLEU / chrF / exact match),
                      checkpoint (last, and best on the chosen metric), early stopping
 
-The run directory holds `config.yaml` (resolved), `metrics.jsonl` (one JSON object per log
-line), `last.pt` and `best.pt`. `train(..., resume=True)` continues a run exactly where its
-last checkpoint left it: same batches, same RNG streams, same schedules.
+The run directory (see `seqlab.rundir`) holds `config.yaml` (resolved), `metrics.jsonl` (one
+JSON object per log line), `last.pt` and `best.pt`. `train(..., resume=True)` continues a run
+exactly where its last checkpoint left it: same batches, same RNG streams, same schedules.
+SIGINT (Ctrl-C) or SIGTERM during training saves a resumable `last.pt` at the current step and
+raises `TrainingInterrupted`; a second signal stops at once (the checkpoint on disk is then the
+previous one: checkpoints are written atomically).
 
 Distributed: launched by `torchrun --nproc_per_node N -m seqlab train ...`, every process
 trains on its share of the batches under DistributedDataParallel; rank 0 validates, logs
-and writes checkpoints.
+and writes checkpoints. Each rank's summed token loss is divided by the step's global token
+count (times N, which DDP's gradient average divides out), so a step's gradient is that of
+the mean token loss over all ranks' batches together, as one process would compute it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -34,16 +41,33 @@ from seqlab.config import Config, DataConfig, save_config
 from seqlab.data import DataError, TokenBatchSampler, collate
 from seqlab.model import build_model
 from seqlab.prepare import Codec, build_codec, encode, read_splits
+from seqlab.rundir import CONFIG, RESULTS, RunDir, RunError
 from seqlab.schedules import lr_factor, teacher_forcing_ratio
-from seqlab.translate import Translator, pick_device
+from seqlab.device import pick_device
+from seqlab.translate import Translator
 from seqlab.vocab import PAD
 
+__all__ = ["RunError", "TrainingInterrupted", "TrainingDiverged", "train", "token_loss"]
+
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact_match": True, "loss": False}
+RESUMABLE = ("model", "optimizer", "progress", "rng", "config", "codec")  # parts of last.pt
 PERFECT = {"bleu": 100.0, "chrf": 100.0, "exact_match": 1.0}  # reached: stop early
 
 
-class RunError(ValueError):
-    """A problem with the run directory (e.g. an existing run without --resume)."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT / SIGTERM after saving a resumable checkpoint."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class TrainingDiverged(RunError):
+    """Too many steps in a row with a nan/inf loss or gradient."""
 
 
 @dataclass
@@ -56,6 +80,8 @@ class Progress:
     best: float | None = None
     bad_checks: int = 0
     elapsed: float = 0.0  # training seconds, summed over resumed sessions
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient, over the whole run
+    snapshots: list | None = None  # [step, valid metric] of the step-N.pt files kept
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -66,22 +92,77 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-class _Log:
-    """Console lines (through tqdm, so they don't break the bar) and metrics.jsonl."""
+class _Console:
+    """What a person sees: a progress bar on a terminal, or a progress line every `every`
+    steps when stderr is a file or a pipe (no carriage returns in a log file)."""
 
-    def __init__(self, out_dir: Path, enabled: bool, quiet: bool):
-        self.path, self.enabled, self.quiet = out_dir / "metrics.jsonl", enabled, quiet
+    def __init__(self, enabled: bool, quiet: bool, every: int):
+        self.enabled = enabled and not quiet
+        self.tty = self.enabled and sys.stderr.isatty()
+        self.every, self.bar = every, None
 
     def say(self, text: str) -> None:
-        if self.enabled and not self.quiet:
+        if self.enabled:
             from tqdm import tqdm
 
             tqdm.write(text, file=sys.stderr)
 
-    def record(self, **fields) -> None:
-        if self.enabled:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(fields, ensure_ascii=False) + "\n")
+    def start(self, step: int, total: int) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
+
+    def update(self, step: int, total: int, left: float | None, fields: dict | None) -> None:
+        """total: the step at which the run is now expected to end; left: seconds to go."""
+        if self.bar is not None:
+            self.bar.total = total
+            if fields:
+                self.bar.set_postfix(fields, refresh=False)
+            self.bar.update(step - self.bar.n)
+        elif self.enabled and fields is not None and step % self.every == 0:
+            eta = "" if left is None else f", about {_clock(left)} left"
+            self.say(f"step {step}/{total} " + " ".join(f"{k} {v}" for k, v in fields.items())
+                     + eta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+class _Signals:
+    """While active, SIGINT and SIGTERM are remembered (the loop stops after the current step
+    and saves); a second one raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> _Signals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def token_loss(model, batch, label_smoothing: float, teacher_forcing: float = 1.0,
@@ -104,27 +185,42 @@ def default_run_dir(config: Config) -> Path:
 def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = False,
           quiet: bool = False) -> dict:
     """Train a model as configured into `out_dir` (default: `default_run_dir`); returns the
-    final validation (and test) metrics of the best checkpoint."""
-    out_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
-    rank, world, local_rank = _dist_info()
-    last_path = out_dir / "last.pt"
-    if last_path.exists() and not resume:
-        raise RunError(f"{out_dir} already holds a run ({last_path.name}); pass --resume to "
-                       "continue it, or choose another --out")
-    if resume and not last_path.exists():
-        raise RunError(f"{out_dir}: nothing to resume (no last.pt)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tc = config.train
-    log = _Log(out_dir, enabled=rank == 0, quiet=quiet)
+    final validation (and test) metrics of the best checkpoint.
 
+    Everything that can be wrong with the run directory, the device and the data is found
+    before the first step; a run that fails before its first checkpoint leaves nothing behind.
+    Raises TrainingInterrupted (after saving last.pt) on SIGINT / SIGTERM."""
+    rank, world, local_rank = _dist_info()
+    run = RunDir(Path(out_dir) if out_dir is not None else default_run_dir(config),
+                 resume=resume, writer=rank == 0)
+    run.check()
+    if resume and not run.last.exists():
+        raise RunError(f"{run.path}: nothing to resume (no {run.last.name}); start it without "
+                       "--resume")
+    device = _device(config, world, local_rank)  # an unknown device fails here, before data
+    run.open()
+    try:
+        return _train(config, run, device, rank, world, local_rank, quiet)
+    except BaseException:
+        run.discard()
+        raise
+
+
+def _device(config: Config, world: int, local_rank: int) -> torch.device:
+    tc = config.train
     if world > 1:
         import torch.distributed as dist
 
         backend = "nccl" if torch.cuda.is_available() and tc.device != "cpu" else "gloo"
         dist.init_process_group(backend)
-        device = torch.device(f"cuda:{local_rank}") if backend == "nccl" else torch.device("cpu")
-    else:
-        device = pick_device(tc.device)
+        return torch.device(f"cuda:{local_rank}") if backend == "nccl" else torch.device("cpu")
+    return pick_device(tc.device)
+
+
+def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: int,
+           local_rank: int, quiet: bool) -> dict:
+    tc = config.train
+    console = _Console(enabled=rank == 0, quiet=quiet, every=tc.log_every)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -133,9 +229,9 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
     # text -> tokens -> ids
     t0 = time.time()
     splits = read_splits(config)
-    checkpoint = load_checkpoint(last_path) if resume else None
+    checkpoint = load_checkpoint(run.last, require=RESUMABLE) if run.resume else None
     if checkpoint:
-        _check_resumable(config, checkpoint["config"], out_dir)
+        _check_resumable(config, checkpoint["config"], run.path)
     codec = (Codec.from_state_dict(checkpoint["codec"]) if checkpoint
              else build_codec(config, splits.train))
     train_examples, filtered = encode(config, codec, splits.train)
@@ -143,41 +239,42 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
         raise DataError(f"{splits.train.source}: no training pair is within the length limits "
                         f"(max_src_len={config.data.max_src_len}, "
                         f"max_tgt_len={config.data.max_tgt_len})")
-    log.say(f"data: {len(train_examples)} training pairs from {splits.train.source} "
-            f"({splits.train.skipped_empty} empty skipped, {filtered} over the length limit); "
-            f"vocabularies: source {len(codec.src_vocab)}, target {len(codec.tgt_vocab)} "
-            f"({config.tokenizer.kind}) [{time.time() - t0:.1f}s]")
+    console.say(f"data: {len(train_examples)} training pairs from {splits.train.source} "
+                f"({splits.train.skipped_empty} empty skipped, {filtered} over the length "
+                f"limit); vocabularies: source {len(codec.src_vocab)}, target "
+                f"{len(codec.tgt_vocab)} ({config.tokenizer.kind}) [{time.time() - t0:.1f}s]")
 
     model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    log.say(f"model: {n_params:,} parameters; {config.model.cell} "
-            f"{'bi' if config.model.bidirectional else 'uni'}directional encoder, attention "
-            f"{config.model.attention} ({config.model.attention_style}), recurrent backend "
-            f"{model.encoder.rnn.backend}; device {device}")
+    console.say(f"model: {n_params:,} parameters; {config.model.cell} "
+                f"{'bi' if config.model.bidirectional else 'uni'}directional encoder, attention "
+                f"{config.model.attention} ({config.model.attention_style}), recurrent backend "
+                f"{model.encoder.rnn.backend}; device {device}")
     if tc.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum,
                                     weight_decay=tc.weight_decay)
+    higher_is_better = HIGHER_IS_BETTER[tc.early_stopping_metric]
     plateau = None
     if tc.lr_schedule == "plateau":
-        mode = "max" if HIGHER_IS_BETTER[tc.early_stopping_metric] else "min"
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=tc.lr_plateau_factor, patience=tc.lr_plateau_patience,
-            min_lr=tc.lr_min)
-    progress = Progress()
+            optimizer, mode="max" if higher_is_better else "min", factor=tc.lr_plateau_factor,
+            patience=tc.lr_plateau_patience, min_lr=tc.lr_min)
+    progress = Progress(snapshots=[])
     sampling_rng = torch.Generator().manual_seed(tc.seed + 1)
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if plateau is not None and checkpoint.get("plateau"):
             plateau.load_state_dict(checkpoint["plateau"])
-        progress = Progress(**checkpoint["progress"])
+        progress = Progress(**{"snapshots": [], **checkpoint["progress"]})
         torch.set_rng_state(checkpoint["rng"]["torch"])
         sampling_rng.set_state(checkpoint["rng"]["sampling"])
-        log.say(f"resuming {out_dir} at step {progress.step} (epoch {progress.epoch + 1})")
-    else:
-        save_config(config, out_dir / "config.yaml")
+        console.say(f"resuming {run.path} at step {progress.step} (epoch {progress.epoch + 1})")
+    elif rank == 0:
+        save_config(config, run.created(run.path / CONFIG))
+    run.start_log(progress.step if checkpoint else None)
 
     ddp_model = model
     if world > 1:
@@ -188,14 +285,11 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
     sampler = TokenBatchSampler.from_examples(train_examples, tc.batch_tokens, shuffle=True,
                                               seed=tc.seed, rank=rank, world_size=world)
     steps_per_epoch = len(sampler)
-    total_steps = tc.max_steps or tc.max_epochs * steps_per_epoch
+    total_steps = min(tc.max_steps or math.inf, tc.max_epochs * steps_per_epoch)
     budget = tc.max_minutes * 60 if tc.max_minutes else math.inf
 
-    def validate() -> dict:
-        return _validate(model, codec, config, splits.valid)
-
     def save(path: Path, resumable: bool = True) -> None:
-        """last.pt can resume the run; best.pt holds only what translation needs."""
+        """last.pt can resume the run; best.pt and snapshots hold what translation needs."""
         state = {"model": model.state_dict(), "progress": progress.state_dict(),
                  "config": config.to_dict(), "codec": codec.state_dict()}
         if resumable:
@@ -206,18 +300,19 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
         save_checkpoint(state, path)
 
     checked_at = [progress.step]
+    stop_reason: list[str] = []
 
     def checkpoint_and_check() -> bool:
         """Validate, save, decide on early stopping; True means stop."""
         stop = False
         checked_at[0] = progress.step
         if rank == 0:
-            metrics = validate() if splits.valid else {}
+            metrics = _validate(model, codec, config, splits.valid) if splits.valid else {}
             key = tc.early_stopping_metric
             value = metrics.get(key)
             if value is not None:
                 better = progress.best is None or (
-                    value > progress.best if HIGHER_IS_BETTER[key] else value < progress.best)
+                    value > progress.best if higher_is_better else value < progress.best)
                 if better:
                     progress.best, progress.bad_checks = value, 0
                 else:
@@ -225,86 +320,180 @@ def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = F
                 if plateau is not None:
                     plateau.step(value)
                 metrics.update(best=progress.best, improved=better)
-                stop = tc.patience is not None and progress.bad_checks > tc.patience
-                if value >= PERFECT.get(key, math.inf):
-                    log.say(f"valid {key} is perfect ({value:g}): nothing left to learn")
+                if tc.patience is not None and progress.bad_checks > tc.patience:
+                    stop_reason.append(f"early stopping: valid {key} did not improve in "
+                                       f"{progress.bad_checks} validations (patience "
+                                       f"{tc.patience})")
                     stop = True
-            save(last_path)
+                if value >= PERFECT.get(key, math.inf):
+                    stop_reason.append(f"valid {key} is perfect ({value:g}): nothing left to "
+                                       "learn")
+                    stop = True
+            if tc.keep_last or tc.keep_best:
+                save(run.snapshot(progress.step), resumable=False)
+                progress.snapshots = run.prune_snapshots(
+                    [*progress.snapshots, [progress.step, value]], tc.keep_last, tc.keep_best,
+                    higher_is_better)
+            save(run.last)
             if value is None or metrics["improved"]:
-                save(out_dir / "best.pt", resumable=False)
-            log.record(step=progress.step, epoch=progress.epoch + 1,
-                       **{f"valid_{k}": v for k, v in metrics.items() if k != "samples"})
-            _report_validation(log, progress, metrics, key)
-        return _agree(stop, world)
+                save(run.best, resumable=False)
+            run.record(dict(step=progress.step, epoch=progress.epoch + 1,
+                            **{f"valid_{k}": v for k, v in metrics.items() if k != "samples"}))
+            _report_validation(console, progress, metrics, key)
+        return _any([stop], world)[0]
 
-    from tqdm import tqdm
+    def expected_end(pace: float | None) -> int:
+        """The step at which the run will end: the step limit, or sooner if the wall-clock
+        budget runs out first at this session's pace (steps per second)."""
+        if budget == math.inf or not pace:
+            return int(min(total_steps, 10**12))
+        by_clock = progress.step + pace * max(0.0, budget - progress.elapsed)
+        return int(min(total_steps, max(progress.step, by_clock)))
 
-    bar = tqdm(total=total_steps, initial=progress.step, disable=quiet or rank != 0,
-               unit="step", dynamic_ncols=True, file=sys.stderr)
+    console.start(progress.step, expected_end(None))
     model.train()
     window_tokens, window_loss, window_start = 0, 0.0, time.time()
-    session_start = time.time() - progress.elapsed
+    session_start = time.time() - progress.elapsed  # as if the run had never paused
+    wall_start, first_step = time.time(), progress.step  # this session's own pace
+    nonfinite_in_a_row = 0
     stop = progress.step >= total_steps
-    while not stop and progress.epoch < tc.max_epochs:
-        sampler.set_epoch(progress.epoch)
-        for i, indices in enumerate(sampler):
-            if i < progress.batch_in_epoch:
-                continue  # resumed mid-epoch: these batches were already trained on
-            batch = collate(train_examples, indices).to(device)
-            ratio = teacher_forcing_ratio(tc, progress.step)
-            for group in optimizer.param_groups:
+    if stop:
+        stop_reason.append(f"the step limit ({total_steps}) was already reached")
+    with _Signals() as signals:
+        while not stop and progress.epoch < tc.max_epochs:
+            sampler.set_epoch(progress.epoch)
+            for i, indices in enumerate(sampler):
+                if i < progress.batch_in_epoch:
+                    continue  # resumed mid-epoch: these batches were already trained on
+                batch = collate(train_examples, indices).to(device)
+                ratio = teacher_forcing_ratio(tc, progress.step)
                 if tc.lr_schedule == "warmup_decay":
-                    group["lr"] = tc.lr * lr_factor(tc, progress.step + 1)
-            ntok = batch.num_tgt_tokens
-            loss = token_loss(ddp_model, batch, tc.label_smoothing, ratio, sampling_rng) / ntok
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), tc.clip_norm if tc.clip_norm else float("inf"))
-            optimizer.step()
-            progress.step += 1
-            progress.batch_in_epoch = i + 1
-            progress.elapsed = time.time() - session_start
-            window_tokens += ntok
-            window_loss += loss.item() * ntok
-            bar.update(1)
-            if progress.step % tc.log_every == 0:
-                seconds = time.time() - window_start
-                record = dict(step=progress.step, epoch=progress.epoch + 1,
-                              train_loss=window_loss / window_tokens,
-                              tokens_per_s=window_tokens * world / max(seconds, 1e-9),
-                              lr=optimizer.param_groups[0]["lr"], teacher_forcing=ratio,
-                              grad_norm=float(grad_norm), elapsed=round(progress.elapsed, 1))
-                log.record(**record)
-                postfix = dict(loss=f"{record['train_loss']:.3f}",
-                               tok_s=f"{record['tokens_per_s']:.0f}", tf=f"{ratio:.2f}")
-                if budget < math.inf:  # the step ETA is moot when the clock ends the run
-                    left = max(0, int(budget - progress.elapsed))
-                    postfix["budget_left"] = f"{left // 60}:{left % 60:02d}"
-                bar.set_postfix(postfix, refresh=False)
-                window_tokens, window_loss, window_start = 0, 0.0, time.time()
-            out_of_time = _agree(progress.elapsed >= budget, world)
-            if progress.step % tc.valid_every == 0 or progress.step >= total_steps or out_of_time:
-                if checkpoint_and_check() or progress.step >= total_steps:
-                    stop = True
-                elif out_of_time:
-                    log.say(f"wall-clock budget of {tc.max_minutes} min reached")
-                    stop = True
-                model.train()
-            if stop:
-                break
-        if not stop:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-    if checked_at[0] != progress.step:  # the epochs ran out between two validations
-        checkpoint_and_check()
-    bar.close()
-    result = _final_report(out_dir, config, splits, log, rank, device)
+                    for group in optimizer.param_groups:
+                        group["lr"] = tc.lr * lr_factor(tc, progress.step + 1)
+                ntok = batch.num_tgt_tokens
+                summed = token_loss(ddp_model, batch, tc.label_smoothing, ratio, sampling_rng)
+                loss = summed * world / _total(ntok, world)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), tc.clip_norm if tc.clip_norm else float("inf"))
+                progress.batch_in_epoch = i + 1
+                finite = bool(torch.isfinite(summed)) and bool(torch.isfinite(grad_norm))
+                nonfinite, out_of_time, interrupted = _any(
+                    [not finite, time.time() - session_start >= budget,
+                     signals.received is not None], world)
+                if nonfinite:  # no update: the weights and the optimizer state stay clean
+                    optimizer.zero_grad(set_to_none=True)
+                    nonfinite_in_a_row += 1
+                    progress.skipped += 1
+                    run.record(dict(step=progress.step, epoch=progress.epoch + 1,
+                                    skipped="non-finite loss or gradient",
+                                    loss=summed.item(), grad_norm=grad_norm.item()))
+                    console.say(f"step {progress.step + 1}: loss {summed.item():g}, gradient "
+                                f"norm {grad_norm.item():g}: step skipped")
+                    if nonfinite_in_a_row >= tc.max_nonfinite_steps:
+                        _diverged(run, progress, nonfinite_in_a_row, console)
+                else:
+                    nonfinite_in_a_row = 0
+                    optimizer.step()
+                    progress.step += 1
+                    window_tokens += ntok
+                    window_loss += summed.item()
+                progress.elapsed = time.time() - session_start
+                fields = None
+                if not nonfinite and progress.step % tc.log_every == 0:
+                    fields = _log_train(run, progress, optimizer, window_tokens, window_loss,
+                                        time.time() - window_start, world, ratio, grad_norm)
+                    window_tokens, window_loss, window_start = 0, 0.0, time.time()
+                done = progress.step - first_step
+                pace = done / max(time.time() - wall_start, 1e-9) if done else None
+                end = expected_end(pace)
+                left = (end - progress.step) / pace if pace else None
+                console.update(progress.step, end, left, fields)
+                if not nonfinite and (progress.step % tc.valid_every == 0
+                                      or progress.step >= total_steps or out_of_time):
+                    if checkpoint_and_check():
+                        stop = True
+                    elif progress.step >= total_steps:
+                        stop_reason.append(_limit_reason(tc, progress.step, total_steps))
+                        stop = True
+                    elif out_of_time:
+                        stop_reason.append(f"the wall-clock budget of {tc.max_minutes:g} min "
+                                           "was reached")
+                        stop = True
+                    model.train()
+                if interrupted and not stop:  # after this step's validation, if one was due
+                    raise _interrupt(run, progress, signals.received or signal.SIGINT, save,
+                                     console, rank)
+                if stop:
+                    break
+            if not stop:
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
+        if not stop_reason:
+            stop_reason.append(f"max_epochs ({tc.max_epochs}) reached")
+        if checked_at[0] != progress.step:  # the epochs ran out between two validations
+            checkpoint_and_check()
+    console.close()
+    console.say(f"training stopped at step {progress.step}: {stop_reason[0]}")
+    result = _final_report(run.path, config, splits, console, rank, device, stop_reason[0])
     if world > 1:
         import torch.distributed as dist
 
         dist.destroy_process_group()
     return result
+
+
+def _total(ntok: int, world: int) -> int:
+    """The step's target tokens summed over all ranks."""
+    if world == 1:
+        return ntok
+    import torch.distributed as dist
+
+    t = torch.tensor([float(ntok)])
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+def _limit_reason(tc, step: int, total_steps: float) -> str:
+    if tc.max_steps is not None and step >= tc.max_steps:
+        return f"max_steps ({tc.max_steps}) reached"
+    return f"max_epochs ({tc.max_epochs}) reached"
+
+
+def _log_train(run: RunDir, progress: Progress, optimizer, tokens: int, loss: float,
+               seconds: float, world: int, ratio: float, grad_norm) -> dict:
+    record = dict(step=progress.step, epoch=progress.epoch + 1,
+                  train_loss=loss / max(tokens, 1),
+                  tokens_per_s=tokens * world / max(seconds, 1e-9),
+                  lr=optimizer.param_groups[0]["lr"], teacher_forcing=ratio,
+                  grad_norm=float(grad_norm), elapsed=round(progress.elapsed, 1))
+    run.record(record)
+    return dict(loss=f"{record['train_loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
+                lr=f"{record['lr']:.2g}", tf=f"{ratio:.2f}")
+
+
+def _interrupt(run: RunDir, progress: Progress, signum: int, save, console: _Console,
+               rank: int) -> TrainingInterrupted:
+    """Save a resumable checkpoint at the current step; the exception to raise."""
+    console.close()
+    if rank == 0:
+        save(run.last)
+        console.say(f"{signal.Signals(signum).name}: saved {run.last} at step {progress.step}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return TrainingInterrupted(signum, progress.step, run.last)
+
+
+def _diverged(run: RunDir, progress: Progress, count: int, console: _Console) -> None:
+    console.close()
+    saved = (f"the last checkpoint, {run.last}, is from before it" if run.last.exists()
+             else "no checkpoint was written")
+    raise TrainingDiverged(
+        f"training diverged: {count} steps in a row had a nan/inf loss or gradient (after step "
+        f"{progress.step}); {saved}. Lower train.lr or set train.clip_norm, then start again")
 
 
 def _normpath(path: str | None) -> str | None:
@@ -329,15 +518,16 @@ def _check_resumable(config: Config, saved: dict, out_dir: Path) -> None:
                        f"({'; '.join(changed)}); resume with the same settings or start a new run")
 
 
-def _agree(flag: bool, world: int) -> bool:
-    """All ranks stop together: True if any rank says so."""
+def _any(flags: list[bool], world: int) -> list[bool]:
+    """All ranks decide together: each flag is True if it is True on any rank (one
+    all_reduce for all of them)."""
     if world == 1:
-        return flag
+        return flags
     import torch.distributed as dist
 
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if f else 0.0 for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return [bool(x > 0) for x in t.tolist()]
 
 
 def _validate(model, codec, config, valid) -> dict:
@@ -355,7 +545,7 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _report_validation(log: _Log, progress: Progress, metrics: dict, key: str) -> None:
+def _report_validation(log: _Console, progress: Progress, metrics: dict, key: str) -> None:
     if not metrics:
         log.say(f"step {progress.step}: checkpoint saved (no validation set)")
         return
@@ -367,12 +557,14 @@ def _report_validation(log: _Log, progress: Progress, metrics: dict, key: str) -
         log.say(f"    src: {src}\n    ref: {ref}\n    hyp: {hyp}")
 
 
-def _final_report(out_dir: Path, config: Config, splits, log: _Log, rank: int, device) -> dict:
+def _final_report(out_dir: Path, config: Config, splits, log: _Console, rank: int, device,
+                  stop_reason: str) -> dict:
     """Evaluate the best checkpoint on valid (and report test) with the configured search."""
     if rank != 0:
         return {}
     translator = Translator.from_checkpoint(out_dir, device=str(device))
-    report: dict = {"signature_note": "sacrebleu BLEU and chrF on detokenized output"}
+    report: dict = {"signature_note": "sacrebleu BLEU and chrF on detokenized output",
+                    "stopped": stop_reason}
     for name, split in (("valid", splits.valid), ("test", splits.test)):
         if split is None:
             continue
@@ -382,6 +574,6 @@ def _final_report(out_dir: Path, config: Config, splits, log: _Log, rank: int, d
         log.say(f"{name} ({split.source}, {config.search.beam_size=}): BLEU "
                 f"{metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} exact "
                 f"{100 * metrics['exact_match']:.1f}%  {metrics['signature']}")
-    (out_dir / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False),
+    (out_dir / RESULTS).write_text(json.dumps(report, indent=2, ensure_ascii=False),
                                           encoding="utf-8")
     return report

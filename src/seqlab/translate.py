@@ -13,20 +13,15 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from seqlab.checkpoint import load_checkpoint, resolve_checkpoint
-from seqlab.config import Config, ConfigError, SearchConfig, config_from_dict
-from seqlab.data import ParallelText, collate, collate_source, encode_pairs
+from seqlab.checkpoint import load_for_translation, load_weights, stored_codec, stored_config
+from seqlab.config import Config, ConfigError, SearchConfig
+from seqlab.data import DataError, ParallelText, collate, collate_source, encode_pairs
+from seqlab.device import pick_device  # noqa: F401  (also importable from here)
 from seqlab.metrics import bleu, chrf, exact_match, perplexity
 from seqlab.model import Seq2Seq, build_model
 from seqlab.prepare import Codec
-from seqlab.search import Hypothesis, beam_search, greedy_search, sample
-from seqlab.vocab import EOS, PAD
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from seqlab.search import Hypothesis, beam_search, greedy_search, max_lengths, sample
+from seqlab.vocab import EOS, PAD, UNK
 
 
 @dataclasses.dataclass
@@ -51,18 +46,23 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Translator:
-        state = load_checkpoint(resolve_checkpoint(path))
-        config = config_from_dict(state["config"])
-        codec = Codec.from_state_dict(state["codec"])
+        """A run directory (its best.pt) or a checkpoint file, ready on `device`. Each problem
+        (no such device, a damaged file, a missing part, weights that its stored config does
+        not describe) is one ConfigError / CheckpointError line, before any input is read."""
+        target = pick_device(device, what="--device")
+        where, state = load_for_translation(path)
+        config, codec = stored_config(state, where), stored_codec(state, where)
         model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
-        model.load_state_dict(state["model"])
-        return cls(model, codec, config, pick_device(device))
+        m = config.model
+        load_weights(model, state["model"], where, f"model.cell {m.cell}, embedding_size "
+                     f"{m.embedding_size}, hidden_size {m.hidden_size}, attention {m.attention}")
+        return cls(model, codec, config, target)
 
     # ---------------------------------------------------------------- decoding
-    def _search(self, batch, opts: SearchConfig, sampling: dict | None):
+    def _search(self, batch, opts: SearchConfig, sampling: dict | None, with_attention: bool):
         src, lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
         limits = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
-                      no_repeat_ngram=opts.no_repeat_ngram)
+                      no_repeat_ngram=opts.no_repeat_ngram, with_attention=with_attention)
         if sampling is not None:  # n_best independent samples per input
             return sample(self.model, src, lengths, num_samples=opts.n_best, **sampling, **limits)
         if opts.beam_size == 1 and opts.length_penalty == 0 and opts.coverage_penalty == 0:
@@ -72,22 +72,18 @@ class Translator:
                            coverage_penalty=opts.coverage_penalty, **limits)
 
     def translate_nbest(self, texts: Sequence[str], sampling: dict | None = None,
-                        **search) -> list[list[Translation]]:
+                        with_attention: bool = False, **search) -> list[list[Translation]]:
         """n-best translations of each text (n = search n_best), best first.
 
         `search` overrides the config's search section (beam_size=5, length_penalty=1.0, ...);
         `sampling` = dict(temperature=..., top_k=..., top_p=..., seed=...) samples instead.
+        with_attention: fill Translation.attention (T', S'), else None (cheaper).
+        An input of more than search.max_input_tokens tokens (EOS not counted) is a DataError
+        before anything is decoded: decoding costs O(T S) per output, T ~ max_len_a * S.
         """
-        if "beam_size" in search and "n_best" not in search:
-            search["n_best"] = min(self.config.search.n_best, search["beam_size"])
-        opts = dataclasses.replace(self.config.search, **search)
-        most = opts.n_best if sampling is not None else opts.beam_size  # samples: any number
-        if opts.beam_size < 1 or not 1 <= opts.n_best <= most or opts.batch_size < 1:
-            raise ConfigError(f"search: need beam_size >= 1, 1 <= n_best <= beam_size and "
-                              f"batch_size >= 1 (got {opts.beam_size}, {opts.n_best}, "
-                              f"{opts.batch_size})")
+        opts = self._options(sampling, search)
+        src_tokens = self._checked_tokens(texts, opts)
         codec = self.codec
-        src_tokens = [codec.src_tokenizer.tokenize(t) for t in texts]
         ids = [codec.src_vocab.encode(toks) + [EOS] for toks in src_tokens]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together
         results: list[list[Translation]] = [[] for _ in texts]
@@ -95,7 +91,7 @@ class Translator:
             chunk = order[start : start + opts.batch_size]
             batch = collate_source(ids, chunk)
             with torch.no_grad():
-                hyps = self._search(batch, opts, sampling)
+                hyps = self._search(batch, opts, sampling, with_attention)
             for i, nbest in zip(chunk, hyps):
                 results[i] = [self._to_translation(h, src_tokens[i]) if texts[i].strip()
                               else Translation("", [], 0.0, 0.0, None, []) for h in nbest]
@@ -108,8 +104,63 @@ class Translator:
                            src_tokens + ["<eos>"])
 
     def translate(self, texts: Sequence[str], **search) -> list[str]:
-        """One translation per input text, same order; empty input lines give empty output."""
-        return [nbest[0].text for nbest in self.translate_nbest(texts, **search)]
+        """One translation per input text, same order; empty input lines give empty output.
+        Attention is never collected here (see translate_nbest)."""
+        nbest = self.translate_nbest(texts, with_attention=False, **search)
+        return [n[0].text for n in nbest]
+
+    def count_unknown(self, texts: Sequence[str]) -> int:
+        """How many texts hold a token the source vocabulary never saw (read as <unk>)."""
+        vocab, tok = self.codec.src_vocab, self.codec.src_tokenizer
+        return sum(UNK in vocab.encode(tok.tokenize(t)) for t in texts if t.strip())
+
+    def _options(self, sampling: dict | None, search: dict) -> SearchConfig:
+        """The config's search section with `search` overrides, checked (ConfigError)."""
+        if "beam_size" in search and "n_best" not in search:
+            search["n_best"] = min(self.config.search.n_best, search["beam_size"])
+        opts = dataclasses.replace(self.config.search, **search)
+        most = opts.n_best if sampling is not None else opts.beam_size  # samples: any number
+        if opts.beam_size < 1 or not 1 <= opts.n_best <= most or opts.batch_size < 1:
+            raise ConfigError(f"search: need beam_size >= 1, 1 <= n_best <= beam_size and "
+                              f"batch_size >= 1 (got {opts.beam_size}, {opts.n_best}, "
+                              f"{opts.batch_size})")
+        if opts.max_input_tokens < 1:
+            raise ConfigError(f"search.max_input_tokens must be >= 1, got "
+                              f"{opts.max_input_tokens}")
+        if opts.coverage_penalty and self.config.model.attention == "none":
+            raise ConfigError(f"coverage penalty {opts.coverage_penalty:g}: this model has no "
+                              "attention (model.attention 'none'), so it has no coverage")
+        return opts
+
+    def _checked_tokens(self, texts: Sequence[str], opts: SearchConfig) -> list[list[str]]:
+        """Source tokens of every text; DataError ("input line N: ...", 1-based) before any
+        decoding for an input over `max_input_tokens` (EOS not counted; decoding costs
+        O(T S) per output, T ~ max_len_a * S), or whose output limit T_max =
+        int(max_len_a * S + max_len_b) (S with EOS, see seqlab.search) leaves no room for
+        `min_len` tokens and EOS."""
+        src_tokens = [self.codec.src_tokenizer.tokenize(t) for t in texts]
+        for line, toks in enumerate(src_tokens, start=1):
+            if len(toks) > opts.max_input_tokens:
+                raise DataError(f"input line {line} has {len(toks)} tokens, over "
+                                f"search.max_input_tokens={opts.max_input_tokens} (raise it "
+                                f"with --max-input-tokens)")
+            if opts.min_len == 0 or not texts[line - 1].strip():
+                continue
+            length = len(toks) + 1
+            limit = max_lengths(torch.tensor([length]), max_len_a=opts.max_len_a,
+                                max_len_b=opts.max_len_b, max_len=None)[0]
+            if opts.min_len >= limit:
+                raise DataError(
+                    f"input line {line}: --min-len {opts.min_len} cannot be met: its output "
+                    f"length limit is {limit} tokens with EOS (max_len_a {opts.max_len_a:g} x "
+                    f"{length} source tokens + max_len_b {opts.max_len_b}); lower --min-len or "
+                    "raise --max-len-a / --max-len-b")
+        return src_tokens
+
+    def check_inputs(self, texts: Sequence[str], sampling: dict | None = None,
+                     **search) -> None:
+        """The checks translate_nbest makes before decoding, alone (ConfigError, DataError)."""
+        self._checked_tokens(texts, self._options(sampling, dict(search)))
 
     # ---------------------------------------------------------------- scoring
     def score(self, sources: Sequence[str], references: Sequence[str]) -> tuple[float, int]:
