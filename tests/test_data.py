@@ -278,13 +278,24 @@ def test_sampler_ranks_are_disjoint_and_equal_length(world_size):
     assert sum(len(b) for b in per_rank) == usable
 
 
-def test_sampler_resume_skips_the_first_batches():
+def test_sampler_epoch_does_not_depend_on_history():
+    """A resumed run builds a new sampler and calls set_epoch(e): it must get the batches the
+    uninterrupted run's sampler gave in epoch e after it had been through epochs 0 .. e-1
+    (and an epoch read twice, or read partly, reads the same again)."""
     src_len, tgt_len = lengths(random_examples(300))
-    full = TokenBatchSampler(src_len, tgt_len, 40, seed=3)
-    full.set_epoch(1)
-    resumed = TokenBatchSampler(src_len, tgt_len, 40, seed=3)
-    resumed.set_epoch(1)
-    assert list(resumed)[5:] == list(full)[5:]
+    running = TokenBatchSampler(src_len, tgt_len, 40, seed=3)
+    epochs = []
+    for epoch in range(3):
+        running.set_epoch(epoch)
+        next(iter(running))  # a partial read, as an interrupted epoch
+        epochs.append(list(running))
+    assert epochs[0] != epochs[1] != epochs[2]
+    for epoch in (2, 0, 1):
+        fresh = TokenBatchSampler(src_len, tgt_len, 40, seed=3)
+        fresh.set_epoch(epoch)
+        assert list(fresh) == epochs[epoch]
+        running.set_epoch(epoch)
+        assert list(running) == epochs[epoch]
 
 
 def test_sampler_rejects_bad_arguments():

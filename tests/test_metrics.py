@@ -1,5 +1,6 @@
-"""Metrics: BLEU / chrF agree with sacrebleu's own functions; perplexity and exact match by
-hand."""
+"""Metrics: BLEU / chrF agree with sacrebleu's own functions, case handling (chrF always cased,
+BLEU lowercased only when asked, also through Translator.evaluate); perplexity and exact
+match by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import math
 import pytest
 import sacrebleu
 
+from seqlab.config import Config, EvalConfig
 from seqlab.metrics import Score, bleu, chrf, exact_match, perplexity
+from seqlab.translate import Translator
 
 HYPS = [
     "The cat sat on the mat.",
@@ -79,6 +82,48 @@ def test_chrf_equals_sacrebleu():
         assert ours.name == "chrF2"
         assert f"version:{sacrebleu.__version__}" in ours.signature
     assert chrf(REFS, REFS).score == pytest.approx(100.0)
+
+
+SHOUTED = ["THE CAT SAT ON THE MAT TODAY", "There Is A Dog In The Garden"]
+QUIET = ["the cat sat on the mat today", "there is a dog in the garden"]
+
+
+def test_chrf_is_case_sensitive():
+    """chrF compares characters as written: upper case against lower case is a miss."""
+    cased = sacrebleu.metrics.CHRF(lowercase=False).corpus_score(SHOUTED, [QUIET]).score
+    lower = sacrebleu.metrics.CHRF(lowercase=True).corpus_score(SHOUTED, [QUIET]).score
+    assert lower == pytest.approx(100.0) and cased < 60  # the case makes a large difference
+    score = chrf(SHOUTED, QUIET)
+    assert score.score == pytest.approx(cased)
+    assert "case:mixed" in score.signature
+    assert chrf(QUIET, QUIET).score == pytest.approx(100.0)
+
+
+def _evaluate(lowercase: bool, hypotheses: list[str], references: list[str]) -> dict:
+    """Translator.evaluate with a stand-in for the model: fixed outputs, a fixed NLL."""
+    translator = Translator.__new__(Translator)
+    translator.config = Config(eval=EvalConfig(lowercase=lowercase))
+    translator.translate = lambda sources, **search: list(hypotheses)
+    translator.score = lambda sources, refs: (2.0 * len(refs), len(refs))
+    return translator.evaluate(["source"] * len(references), references)
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_evaluate_lowercases_bleu_only_when_configured(lowercase):
+    """eval.lowercase: case-insensitive BLEU, said in its signature; chrF stays cased."""
+    result = _evaluate(lowercase, SHOUTED, QUIET)
+    want = sacrebleu.corpus_bleu(SHOUTED, [QUIET], lowercase=lowercase).score
+    assert result["bleu"] == pytest.approx(want)
+    if lowercase:
+        assert result["bleu"] == pytest.approx(100.0)
+    else:
+        assert result["bleu"] < 10
+    assert ("case:lc" if lowercase else "case:mixed") in result["signature"]
+    assert result["chrf"] == pytest.approx(sacrebleu.corpus_chrf(SHOUTED, [QUIET]).score)
+    assert result["chrf"] < 60
+    assert "case:mixed" in result["chrf_signature"]
+    assert result["exact_match"] == 0.0
+    assert result["loss"] == pytest.approx(2.0) and result["ppl"] == pytest.approx(math.exp(2))
 
 
 def test_mismatched_lengths_name_both_counts():

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqlab.config import load_config
+from seqlab.data import read_parallel
 from seqlab.tokenizers import (
     CharTokenizer,
     SentencePieceTokenizer,
@@ -13,7 +15,8 @@ from seqlab.tokenizers import (
     tokenizer_from_state_dict,
 )
 
-KOREAN_DATA = Path("/work/shared/data/tatoeba-kor-eng/train.ko")
+REPO = Path(__file__).resolve().parents[1]
+KOREAN_RECIPE = REPO / "configs" / "tatoeba_ko_en.yaml"  # data.root and the Korean corpus
 
 # A small mixed corpus, so the sentencepiece tests that need no data file always run.
 CORPUS = [
@@ -58,11 +61,12 @@ def test_sentencepiece_round_trip_is_exact(model_type):
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_sentencepiece_round_trips_real_korean(model_type):
-    if not KOREAN_DATA.exists():
-        pytest.skip(f"{KOREAN_DATA} not found")
-    with open(KOREAN_DATA, encoding="utf-8") as f:
-        lines = [line.strip() for _, line in zip(range(400), f)]
-    lines = [line for line in lines if line]
+    data = load_config(KOREAN_RECIPE).data  # relative data.root: from the repository root
+    assert data.src == "ko"
+    prefix = REPO / data.path(data.train)
+    if not Path(f"{prefix}.{data.src}").is_file():
+        pytest.skip(f"{prefix}.{data.src} not found (set data.root in {KOREAN_RECIPE.name})")
+    lines = read_parallel(prefix, data.src, data.tgt).src[:400]
     tok = sentencepiece(model_type, lines, vocab_size=1000)
     pieces = [tok.tokenize(text) for text in lines]
     assert "<unk>" not in {p for ps in pieces for p in ps}

@@ -129,7 +129,7 @@ class Bridge(nn.Module):
     def forward(self, final: State) -> State:
         if self.lstm:
             return self._map(final[0], self.h if self.kind == "learned" else None), \
-                self._map(final[1], self.c)
+                self._map(final[1], self.c if self.kind == "learned" else None)
         return self._map(final, self.h if self.kind == "learned" else None)
 
 
