@@ -128,10 +128,12 @@ def test_killed_again_and_again_resumes_to_the_uninterrupted_result(tiny_config,
     driver.write_text(DRIVER)
     rng = random.Random(0)
     plan = ["step", "write", "step", "step", "write", "step"]  # six kills, then run to the end
+    resumed = 0
     for how in [*plan, "finish"]:
         saved = load_checkpoint(out / "last.pt")["progress"]["step"] \
             if (out / "last.pt").exists() else 0  # never a damaged last.pt
         resume = ["--resume"] if (out / "last.pt").exists() else []
+        resumed += bool(resume)
         proc = subprocess.Popen([sys.executable, str(driver), "train", str(tiny_config), "--out",
                                  str(out), "--quiet", *resume, *_sets()],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -145,9 +147,10 @@ def test_killed_again_and_again_resumes_to_the_uninterrupted_result(tiny_config,
                 assert proc.poll() is None, proc.communicate()[1][-2000:]
             time.sleep(0.05)
         else:  # a random step before the end, between or at validations
-            _wait_for_step(out, min(saved + rng.randint(1, 9), 55), proc)
+            _wait_for_step(out, min(saved + rng.randint(4, 16), 55), proc)
         assert proc.poll() is None, "the run ended before it could be killed"
         proc.kill()
         proc.communicate()
+    assert resumed >= 4, f"only {resumed} of the runs resumed a checkpoint"
     assert not list(out.glob(".*.tmp")), "a stale temporary checkpoint was left behind"
     _same_run(reference, out)
