@@ -8,6 +8,8 @@ import torch
 
 from seqlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seqlab.config import config_from_dict
+from seqlab.data import ParallelText, collate, encode_pairs
+from seqlab.tasks import make_task
 from seqlab.train import train
 from seqlab.translate import Translator
 
@@ -45,12 +47,11 @@ def test_resume_continues_the_same_run(tmp_path):
 
 
 def test_tiny_model_overfits_a_small_set(tmp_path):
-    """30 pairs, trained on and scored on the same pairs: it must learn them by heart."""
+    """30 pairs, trained on and scored on the same pairs: it must learn them by heart.
+    Measured over train.seed 1-6 x {AVX-512, avx2}: exact match 1.0, loss 0.0003-0.0005."""
     cfg = _task_config(data={"task_train_size": 30},
                        train={"max_steps": 250, "batch_tokens": 400, "valid_every": 250})
     train(cfg, tmp_path / "run", quiet=True)
-    from seqlab.tasks import make_task
-
     pairs = make_task("reverse", 30, seed=cfg.train.seed, split="train")
     translator = Translator.from_checkpoint(tmp_path / "run" / "last.pt")
     result = translator.evaluate([s for s, _ in pairs], [t for _, t in pairs])
@@ -58,21 +59,48 @@ def test_tiny_model_overfits_a_small_set(tmp_path):
     assert result["loss"] < 0.05
 
 
+def _mirror_alignment(checkpoint, pairs) -> float:
+    """Reverse: target token t (of n) is source token n-1-t. The fraction of target tokens
+    whose teacher-forced attention (B, T, S) peaks on that source token."""
+    translator = Translator.from_checkpoint(checkpoint, device="cpu")
+    c = translator.codec
+    text = ParallelText(src=[s for s, _ in pairs], tgt=[t for _, t in pairs], skipped_empty=0,
+                        source="test")
+    examples, _ = encode_pairs(text, c.src_tokenizer, c.tgt_tokenizer, c.src_vocab, c.tgt_vocab)
+    batch = collate(examples, range(len(examples)))
+    with torch.no_grad():
+        _, weights = translator.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, S)
+    n = batch.src_lengths[:, None] - 1  # (B, 1) source tokens without EOS = target tokens
+    t = torch.arange(weights.shape[1])[None, :]  # (1, T)
+    mirrored = (n - 1 - t).clamp(min=0)  # (B, T)
+    return float((weights.argmax(-1) == mirrored)[t < n].float().mean())
+
+
 @pytest.mark.parametrize("attention,style", [
     ("dot", "luong"), ("scaled_dot", "luong"), ("general", "luong"), ("additive", "luong"),
     ("additive", "bahdanau"),
 ])
 def test_every_attention_variant_learns_to_reverse(tmp_path, attention, style):
+    """Learned, and learned through attention. Measured (issue 9) over train.seed 1-6 x
+    {AVX-512, ATEN_CPU_CAPABILITY=avx2}: test exact match 0.85-1.00 and the attention peak on
+    the mirrored source token for 0.67-1.00 of target tokens. With attention broken to uniform
+    weights, exact match is still 0.55-0.71 (the encoder state carries short sequences), but
+    the peak is on the mirrored token for 0.19 (ties: the first token). Thresholds sit
+    between: exact match >= 0.7 (it learned), alignment >= 0.45 (by attention)."""
     cfg = _task_config(model={"attention": attention, "attention_style": style})
     result = train(cfg, tmp_path / "run", quiet=True)
-    assert result["test"]["exact_match"] >= 0.9, result["test"]
+    assert result["test"]["exact_match"] >= 0.7, result["test"]
+    pairs = make_task("reverse", cfg.data.task_eval_size, seed=cfg.train.seed, split="test")
+    alignment = _mirror_alignment(tmp_path / "run" / "best.pt", pairs)
+    assert alignment >= 0.45, alignment
 
 
 def test_plain_seq2seq_learns_to_copy_short_sequences(tmp_path):
+    """Measured over train.seed 1-6 x {AVX-512, avx2}: test exact match 0.66-0.80."""
     cfg = _task_config(data={"task": "copy"}, model={"attention": "none"},
                        train={"max_steps": 400})
     result = train(cfg, tmp_path / "run", quiet=True)
-    assert result["test"]["exact_match"] >= 0.6, result["test"]
+    assert result["test"]["exact_match"] >= 0.45, result["test"]
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
