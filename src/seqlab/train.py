@@ -39,11 +39,11 @@ from torch.nn import functional as F
 from seqlab.checkpoint import load_checkpoint, save_checkpoint
 from seqlab.config import Config, DataConfig, save_config
 from seqlab.data import DataError, TokenBatchSampler, collate
+from seqlab.device import pick_device
 from seqlab.model import build_model
 from seqlab.prepare import Codec, build_codec, encode, read_splits
 from seqlab.rundir import CONFIG, RESULTS, RunDir, RunError
 from seqlab.schedules import lr_factor, teacher_forcing_ratio
-from seqlab.device import pick_device
 from seqlab.translate import Translator
 from seqlab.vocab import PAD
 
