@@ -170,7 +170,8 @@ def test_translate_from_a_terminal_answers_each_line_as_it_is_typed(tiny_config,
     assert main(["train", str(tiny_config), "--out", str(out_dir), "--quiet",
                  "--set", "train.max_steps=5"]) == 0
     controller, terminal = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "seqlab", "translate", str(out_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "seqlab", "translate", str(out_dir),
+                             "--max-input-tokens", "4"],
                             stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     os.close(terminal)
     try:
@@ -179,11 +180,13 @@ def test_translate_from_a_terminal_answers_each_line_as_it_is_typed(tiny_config,
         assert ready, "no answer to the first line while the terminal stays open"
         first = proc.stdout.readline()
         assert first.strip(), first
+        os.write(controller, b"a b c d e\n")  # too long: said, and the session goes on
         os.write(controller, b"d e\n")
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         assert ready and proc.stdout.readline().strip()
         os.write(controller, b"\x04")  # Ctrl-D: end of input
         assert proc.wait(timeout=60) == 0
+        assert "input line 2 has 5 tokens" in proc.stderr.read().decode()
     finally:
         proc.kill()
         os.close(controller)

@@ -43,10 +43,23 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
 
+# option of each key of the config's search section (its range is declared there)
+_SEARCH_OPTIONS = {"beam_size": "--beam", "n_best": "--n-best",
+                   "length_penalty": "--length-penalty", "coverage_penalty": "--coverage-penalty",
+                   "min_len": "--min-len", "max_len_a": "--max-len-a", "max_len_b": "--max-len-b",
+                   "no_repeat_ngram": "--no-repeat-ngram", "batch_size": "--batch-size",
+                   "max_input_tokens": "--max-input-tokens"}
+# sampling options are not config keys: their ranges live here (option, is it valid, rule)
+_SAMPLING_RULES = {
+    "temperature": ("--temperature", lambda v: v > 0, "> 0 (for the most likely token, "
+                    "leave out --sample)"),
+    "top_k": ("--top-k", lambda v: v >= 0, ">= 0 (0: no top-k filter)"),
+    "top_p": ("--top-p", lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+
+
 def _search_overrides(args) -> dict:
-    keys = ("beam_size", "n_best", "length_penalty", "coverage_penalty", "min_len",
-            "max_len_a", "max_len_b", "no_repeat_ngram", "batch_size", "max_input_tokens")
-    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in _SEARCH_OPTIONS if getattr(args, k) is not None}
 
 
 def _sampling(args) -> dict | None:
@@ -56,32 +69,19 @@ def _sampling(args) -> dict | None:
                 seed=args.seed)
 
 
-# option -> (is it acceptable, what it must be); checked before a model is even loaded
-_OPTION_RULES = {
-    "beam_size": ("--beam", lambda v: v >= 1, ">= 1"),
-    "n_best": ("--n-best", lambda v: v >= 1, ">= 1"),
-    "coverage_penalty": ("--coverage-penalty", lambda v: v >= 0, ">= 0"),
-    "min_len": ("--min-len", lambda v: v >= 0, ">= 0"),
-    "max_len_a": ("--max-len-a", lambda v: v >= 0, ">= 0"),
-    "max_len_b": ("--max-len-b", lambda v: v >= 0, ">= 0"),
-    "no_repeat_ngram": ("--no-repeat-ngram", lambda v: v >= 0, ">= 0"),
-    "batch_size": ("--batch-size", lambda v: v >= 1, ">= 1"),
-    "max_input_tokens": ("--max-input-tokens", lambda v: v >= 1, ">= 1"),
-    "temperature": ("--temperature", lambda v: v > 0, "> 0 (for the most likely token, "
-                    "leave out --sample)"),
-    "top_k": ("--top-k", lambda v: v >= 0, ">= 0 (0: no top-k filter)"),
-    "top_p": ("--top-p", lambda v: 0 < v <= 1, "in (0, 1]"),
-}
-
-
 def _check_options(args) -> None:
-    """Every decoding option in range, or one line naming the option (ConfigError)."""
-    from seqlab.config import ConfigError
+    """Every decoding option in range, or one line naming the option (ConfigError); checked
+    before a model is even loaded."""
+    from seqlab.config import ConfigError, SearchConfig, field_rules
 
-    for key, (option, ok, rule) in _OPTION_RULES.items():
-        value = getattr(args, key, None)
+    rules = field_rules(SearchConfig)
+    checks = [(option, rules[key].ok, rules[key].text, getattr(args, key))
+              for key, option in _SEARCH_OPTIONS.items() if key in rules]
+    checks += [(option, ok, text, getattr(args, key))
+               for key, (option, ok, text) in _SAMPLING_RULES.items()]
+    for option, ok, text, value in checks:
         if value is not None and not ok(value):
-            raise ConfigError(f"{option} {value:g}: must be {rule}")
+            raise ConfigError(f"{option} {value:g}: must be {text}")
 
 
 def _check_output(path: str | None) -> None:
@@ -219,9 +219,8 @@ def _cmd_translate(args) -> int:
     if args.input is None and args.output is None and sys.stdin.isatty():
         return _translate_as_typed(translator, search, sampling, with_scores)
     texts = _read_input(args.input)
-    translator.check_inputs(texts, sampling, **search)  # too long, a --min-len it cannot meet
+    nbest = translator.translate_nbest(texts, sampling=sampling, **search)  # checks, decodes
     _warn_unknown(translator, texts)
-    nbest = translator.translate_nbest(texts, sampling=sampling, **search)
     text = "".join(_format(i, hyps, with_scores) for i, hyps in enumerate(nbest))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -236,7 +235,7 @@ def _translate_as_typed(translator, search: dict, sampling, with_scores: bool) -
 
     for i, line in enumerate(decode_lines(sys.stdin.buffer, "<stdin>")):
         try:
-            translator.check_inputs([line.strip()], sampling, **search)
+            translator.check_inputs([line.strip()], sampling, first_line=i + 1, **search)
         except DataError as exc:
             print(f"seqlab translate: {exc}", file=sys.stderr)
             continue

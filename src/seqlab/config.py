@@ -145,15 +145,15 @@ class TrainConfig:
 
 @dataclass
 class SearchConfig:
-    beam_size: int = 1  # 1: greedy
-    n_best: int = 1
+    beam_size: int = check(1, ">= 1")  # 1: greedy
+    n_best: int = check(1, ">= 1")
     length_penalty: float = 0.0  # GNMT alpha: score = log p / ((5 + len) / 6) ** alpha
-    coverage_penalty: float = 0.0  # GNMT beta
-    min_len: int = 0
-    max_len_a: float = 1.5  # output length limit = a * source length + b
-    max_len_b: int = 10
-    no_repeat_ngram: int = 0  # block repeated n-grams of this size; 0: off
-    batch_size: int = 64  # sentences per decoding batch
+    coverage_penalty: float = check(0.0, ">= 0")  # GNMT beta
+    min_len: int = check(0, ">= 0")
+    max_len_a: float = check(1.5, ">= 0")  # output length limit = a * source length + b
+    max_len_b: int = check(10, ">= 0")
+    no_repeat_ngram: int = check(0, ">= 0")  # block repeated n-grams of this size; 0: off
+    batch_size: int = check(64, ">= 1")  # sentences per decoding batch
     # input lines with more source tokens (EOS not counted) are an error before decoding
     max_input_tokens: int = check(1000, ">= 1")
 
@@ -182,7 +182,7 @@ class Config:
         `environment`, also what this machine must provide (the BLEU tokenizer's package).
         `lines` maps a dotted key to where it was set ("tiny.yaml:7: "), for the messages."""
         lines = lines or {}
-        _check_ranges(self, "", lines)
+        check_ranges(self, "", lines)
         d, m, s = self.data, self.model, self.search
         if d.task is None and d.train is None:
             raise ConfigError("data: give either data.train (a file prefix) or data.task")
@@ -201,7 +201,7 @@ class Config:
         if s.coverage_penalty and m.attention == "none":
             _fail(lines, "search.coverage_penalty", "search.coverage_penalty needs attention, "
                   "but model.attention is 'none'; set it to 0")
-        if s.beam_size < 1 or s.n_best > s.beam_size:
+        if s.n_best > s.beam_size:
             _fail(lines, "search.n_best", "search: need 1 <= n_best <= beam_size, got n_best "
                   f"{s.n_best} and beam_size {s.beam_size}")
         _check_device_name(self.train.device, lines)
@@ -217,16 +217,21 @@ def _fail(lines: dict[str, str], key: str, text: str):
     raise ConfigError(f"{lines.get(key, '')}{text}")
 
 
-def _check_ranges(obj, prefix: str, lines: dict[str, str]) -> None:
+def field_rules(cls) -> dict[str, Rule]:
+    """Field name -> its declared range, for the fields of `cls` declared with `check`."""
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+
+def check_ranges(obj, prefix: str = "", lines: dict[str, str] | None = None) -> None:
     """Every field declared with `check(default, rule)` must satisfy its rule; None (null)
     means "not set" and always passes."""
     for f in dataclasses.fields(obj):
         key, value = f"{prefix}{f.name}", getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            _check_ranges(value, key + ".", lines)
+            check_ranges(value, key + ".", lines)
         rule = f.metadata.get("rule")
         if rule is not None and value is not None and not rule.ok(value):
-            _fail(lines, key, f"{key} must be {rule.text}, got {value!r}")
+            _fail(lines or {}, key, f"{key} must be {rule.text}, got {value!r}")
 
 
 _PLAIN_DEVICE = re.compile(r"auto|(cpu|cuda|mps|xpu)(:\d+)?")

@@ -94,7 +94,7 @@ class RunDir:
 
     def created(self, path: Path) -> Path:
         """Note a file this run wrote (removed again by `discard`)."""
-        if not path.exists() or path not in self._written:
+        if path not in self._written:
             self._written.append(path)
         return path
 
@@ -121,7 +121,7 @@ class RunDir:
             return
         if self.metrics.exists():
             kept = [line for line in self.metrics.read_text(encoding="utf-8").splitlines()
-                    if _step_of(line) is not None and _step_of(line) <= resumed_at]
+                    if (step := _step_of(line)) is not None and step <= resumed_at]
             self.metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def record(self, fields: dict) -> None:

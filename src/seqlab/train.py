@@ -346,7 +346,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
         """The step at which the run will end: the step limit, or sooner if the wall-clock
         budget runs out first at this session's pace (steps per second)."""
         if budget == math.inf or not pace:
-            return int(min(total_steps, 10**12))
+            return int(total_steps)  # finite, as max_epochs is
         by_clock = progress.step + pace * max(0.0, budget - progress.elapsed)
         return int(min(total_steps, max(progress.step, by_clock)))
 
@@ -415,7 +415,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                     if checkpoint_and_check():
                         stop = True
                     elif progress.step >= total_steps:
-                        stop_reason.append(_limit_reason(tc, progress.step, total_steps))
+                        stop_reason.append(_limit_reason(tc, progress.step))
                         stop = True
                     elif out_of_time:
                         stop_reason.append(f"the wall-clock budget of {tc.max_minutes:g} min "
@@ -424,7 +424,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                     model.train()
                 if interrupted and not stop:  # after this step's validation, if one was due
                     raise _interrupt(run, progress, signals.received or signal.SIGINT, save,
-                                     console, rank)
+                                     console, rank, world)
                 if stop:
                     break
             if not stop:
@@ -455,7 +455,7 @@ def _total(ntok: int, world: int) -> int:
     return int(t.item())
 
 
-def _limit_reason(tc, step: int, total_steps: float) -> str:
+def _limit_reason(tc, step: int) -> str:
     if tc.max_steps is not None and step >= tc.max_steps:
         return f"max_steps ({tc.max_steps}) reached"
     return f"max_epochs ({tc.max_epochs}) reached"
@@ -474,13 +474,13 @@ def _log_train(run: RunDir, progress: Progress, optimizer, tokens: int, loss: fl
 
 
 def _interrupt(run: RunDir, progress: Progress, signum: int, save, console: _Console,
-               rank: int) -> TrainingInterrupted:
+               rank: int, world: int) -> TrainingInterrupted:
     """Save a resumable checkpoint at the current step; the exception to raise."""
     console.close()
     if rank == 0:
         save(run.last)
         console.say(f"{signal.Signals(signum).name}: saved {run.last} at step {progress.step}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world > 1:
         import torch.distributed as dist
 
         dist.destroy_process_group()

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from seqlab.checkpoint import load_for_translation, load_weights, stored_codec, stored_config
-from seqlab.config import Config, ConfigError, SearchConfig
+from seqlab.config import Config, ConfigError, SearchConfig, check_ranges
 from seqlab.data import DataError, ParallelText, collate, collate_source, encode_pairs
 from seqlab.device import pick_device  # noqa: F401  (also importable from here)
 from seqlab.metrics import bleu, chrf, exact_match, perplexity
@@ -119,32 +119,29 @@ class Translator:
         if "beam_size" in search and "n_best" not in search:
             search["n_best"] = min(self.config.search.n_best, search["beam_size"])
         opts = dataclasses.replace(self.config.search, **search)
-        most = opts.n_best if sampling is not None else opts.beam_size  # samples: any number
-        if opts.beam_size < 1 or not 1 <= opts.n_best <= most or opts.batch_size < 1:
-            raise ConfigError(f"search: need beam_size >= 1, 1 <= n_best <= beam_size and "
-                              f"batch_size >= 1 (got {opts.beam_size}, {opts.n_best}, "
-                              f"{opts.batch_size})")
-        if opts.max_input_tokens < 1:
-            raise ConfigError(f"search.max_input_tokens must be >= 1, got "
-                              f"{opts.max_input_tokens}")
+        check_ranges(opts, "search.")
+        if sampling is None and opts.n_best > opts.beam_size:  # samples: any number
+            raise ConfigError(f"search: need n_best <= beam_size, got n_best {opts.n_best} "
+                              f"and beam_size {opts.beam_size}")
         if opts.coverage_penalty and self.config.model.attention == "none":
             raise ConfigError(f"coverage penalty {opts.coverage_penalty:g}: this model has no "
                               "attention (model.attention 'none'), so it has no coverage")
         return opts
 
-    def _checked_tokens(self, texts: Sequence[str], opts: SearchConfig) -> list[list[str]]:
+    def _checked_tokens(self, texts: Sequence[str], opts: SearchConfig,
+                        first_line: int = 1) -> list[list[str]]:
         """Source tokens of every text; DataError ("input line N: ...", 1-based) before any
         decoding for an input over `max_input_tokens` (EOS not counted; decoding costs
         O(T S) per output, T ~ max_len_a * S), or whose output limit T_max =
         int(max_len_a * S + max_len_b) (S with EOS, see seqlab.search) leaves no room for
         `min_len` tokens and EOS."""
         src_tokens = [self.codec.src_tokenizer.tokenize(t) for t in texts]
-        for line, toks in enumerate(src_tokens, start=1):
+        for line, toks in enumerate(src_tokens, start=first_line):
             if len(toks) > opts.max_input_tokens:
                 raise DataError(f"input line {line} has {len(toks)} tokens, over "
                                 f"search.max_input_tokens={opts.max_input_tokens} (raise it "
                                 f"with --max-input-tokens)")
-            if opts.min_len == 0 or not texts[line - 1].strip():
+            if opts.min_len == 0 or not texts[line - first_line].strip():
                 continue
             length = len(toks) + 1
             limit = max_lengths(torch.tensor([length]), max_len_a=opts.max_len_a,
@@ -157,10 +154,11 @@ class Translator:
                     "raise --max-len-a / --max-len-b")
         return src_tokens
 
-    def check_inputs(self, texts: Sequence[str], sampling: dict | None = None,
-                     **search) -> None:
-        """The checks translate_nbest makes before decoding, alone (ConfigError, DataError)."""
-        self._checked_tokens(texts, self._options(sampling, dict(search)))
+    def check_inputs(self, texts: Sequence[str], sampling: dict | None = None, *,
+                     first_line: int = 1, **search) -> None:
+        """The checks translate_nbest makes before decoding, alone (ConfigError, DataError);
+        messages count input lines from `first_line`."""
+        self._checked_tokens(texts, self._options(sampling, dict(search)), first_line)
 
     # ---------------------------------------------------------------- scoring
     def score(self, sources: Sequence[str], references: Sequence[str]) -> tuple[float, int]:
