@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a YAML config",
                        description="Train a model. The run directory gets config.yaml, "
-                       "metrics.jsonl, last.pt, best.pt and results.json.")
+                       "metrics.jsonl, last.pt, best.pt and results.json. Ctrl-C (or "
+                       "SIGTERM) saves a resumable last.pt at the current step and prints the "
+                       "command that resumes it.")
     p.add_argument("config", help="YAML config (see configs/reference.yaml for every key)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set model.hidden_size=64 (repeatable)")
