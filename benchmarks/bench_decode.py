@@ -167,7 +167,7 @@ def language_pair(model: str) -> tuple[str, str]:
     """data.src / data.tgt of the model's config when it names files, else de -> en."""
     state = load_checkpoint(resolve_checkpoint(model))
     data = config_from_dict(state["config"]).data
-    if data.task is None and data.format == "parallel":
+    if data.synthetic is None and data.format == "parallel":
         return data.src, data.tgt
     return DEFAULT_PAIR
 

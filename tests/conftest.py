@@ -7,11 +7,11 @@ torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to ove
 @pytest.fixture
 def tiny_files(tmp_path):
     """A small reverse task written as parallel files: PREFIX.src / PREFIX.tgt."""
-    from seqlab.tasks import make_task
+    from seqlab.synthetic import make_dataset
 
     prefixes = {}
     for split, n in (("train", 600), ("valid", 40), ("test", 40)):
-        pairs = make_task("reverse", n, seed=0, split=split)
+        pairs = make_dataset("reverse", n, seed=0, split=split)
         prefix = tmp_path / "data" / split
         prefix.parent.mkdir(exist_ok=True)
         (prefix.parent / f"{split}.src").write_text("".join(s + "\n" for s, _ in pairs))

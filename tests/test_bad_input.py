@@ -72,7 +72,7 @@ class Case:
     stdin: bytes | None = field(default=None)  # fed to the command as sys.stdin (UTF-8)
 
 
-BASE = "data:\n  task: copy\ntokenizer:\n  kind: word\n"  # tiny.yaml's first four lines
+BASE = "data:\n  synthetic: copy\ntokenizer:\n  kind: word\n"  # tiny.yaml's first four lines
 TRAIN = ["train", "tiny.yaml", "--out", "runs/x", "--quiet"]
 
 
@@ -209,8 +209,8 @@ CASES: dict[str, Case] = {
     "ckpt-not-seqlab": checkpoint_case(
         lambda env: torch.save(state_of(env)["model"], env.tmp / "model.pt")),
     "ckpt-newer": checkpoint_case(saved(_set(99, "format_version"))),
-    "ckpt-no-codec": checkpoint_case(saved(_del("codec"))),
-    "ckpt-codec-damaged": checkpoint_case(saved(_del("codec", "src_vocab"))),
+    "ckpt-no-problem": checkpoint_case(saved(_del("problem"))),
+    "ckpt-codec-damaged": checkpoint_case(saved(_del("problem", "src_vocab"))),
     "ckpt-config-invalid": checkpoint_case(saved(_set(0, "config", "model", "hidden_size"))),
     "ckpt-config-mismatch": checkpoint_case(saved(_set(64, "config", "model", "hidden_size"))),
     "ckpt-best-damaged": checkpoint_case(
@@ -261,7 +261,7 @@ def checkpoint(tmp_path_factory) -> Path:
     from seqlab.model import build_model
     from seqlab.prepare import build_codec
 
-    config = config_from_dict({"data": {"task": "copy"}, "tokenizer": {"kind": "word"},
+    config = config_from_dict({"data": {"synthetic": "copy"}, "tokenizer": {"kind": "word"},
                                "model": {"embedding_size": 16, "hidden_size": 32,
                                          "attention": "general"}})
     text = ["a b c", "d e f g"]
@@ -270,7 +270,7 @@ def checkpoint(tmp_path_factory) -> Path:
     model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
     path = tmp_path_factory.mktemp("checkpoint") / "best.pt"
     save_checkpoint({"model": model.state_dict(), "config": config.to_dict(),
-                     "codec": codec.state_dict(), "progress": {"step": 1}}, path)
+                     "problem": codec.state_dict(), "progress": {"step": 1}}, path)
     return path
 
 
@@ -295,7 +295,7 @@ def run_case(case: Case, env: Env, capsys) -> tuple[int, str, dict, dict]:
         env.monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(case.stdin),
                                                                encoding="utf-8"))
     before = files(env.tmp)
-    modules = [importlib.import_module(m) for m in ("seqlab.prepare", "seqlab.train")]
+    modules = [importlib.import_module(m) for m in ("seqlab.prepare", "seqlab.problems.seq2seq")]
     real = [m.read_splits for m in modules]
     capsys.readouterr()
     try:
@@ -351,7 +351,7 @@ def checked_fields(cls=Config, prefix: str = ""):
                          ids=[f"{s}.{n}" for s, n, _ in checked_fields()])
 def test_every_range_is_enforced(section, name, rule):
     """Each field declared with check(default, rule) rejects a value outside its range."""
-    raw: dict = {"data": {"task": "copy"}}
+    raw: dict = {"data": {"synthetic": "copy"}}
     raw.setdefault(section, {})[name] = rule.bad
     with pytest.raises(ConfigError, match=re.escape(f"{section}.{name} must be {rule.text}, got")):
         config_from_dict(raw)
@@ -372,7 +372,7 @@ def test_merge_keys_may_be_overridden_and_empty_sections_are_defaults(tmp_path):
     """A `<<:` merge followed by the same key is YAML's override, not a duplicate; a section
     whose keys are all commented out means its defaults."""
     path = tmp_path / "ok.yaml"
-    path.write_text("data:\n  task: copy\nmodel:\n  # hidden_size: 64\n"
+    path.write_text("data:\n  synthetic: copy\nmodel:\n  # hidden_size: 64\n"
                     "train:\n  <<: {lr: 0.1, seed: 3}\n  lr: 0.2\n", encoding="utf-8")
     cfg = load_config(path)
     assert (cfg.train.lr, cfg.train.seed, cfg.model) == (0.2, 3, Config().model)

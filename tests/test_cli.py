@@ -92,7 +92,7 @@ def test_stdin_to_stdout(tiny_config, tmp_path, monkeypatch, capsys):
 ])
 def test_config_errors_name_file_and_line(tmp_path, capsys, content, expected):
     path = tmp_path / "tiny.yaml"
-    path.write_text("data:\n  task: copy\n".replace("data:\n  task: copy\n", "") + content)
+    path.write_text("data:\n  synthetic: copy\n".replace("data:\n  synthetic: copy\n", "") + content)
     code, _, err = run(["train", path, "--out", tmp_path / "r"], capsys)
     assert code == 2
     for text in expected:
@@ -219,14 +219,14 @@ def test_coverage_penalty_needs_a_model_with_attention(tmp_path, capsys):
     from seqlab.model import build_model
     from seqlab.prepare import build_codec
 
-    config = config_from_dict({"data": {"task": "copy"}, "tokenizer": {"kind": "word"},
+    config = config_from_dict({"data": {"synthetic": "copy"}, "tokenizer": {"kind": "word"},
                                "model": {"hidden_size": 16, "embedding_size": 8,
                                          "attention": "none"}})
     text = ["a b c"]
     codec = build_codec(config, ParallelText(src=text, tgt=text, skipped_empty=0, source="t"))
     model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
     save_checkpoint({"model": model.state_dict(), "config": config.to_dict(),
-                     "codec": codec.state_dict(), "progress": {"step": 0}}, tmp_path / "m.pt")
+                     "problem": codec.state_dict(), "progress": {"step": 0}}, tmp_path / "m.pt")
     (tmp_path / "in.txt").write_text("a b\n")
     code, out, err = run(["translate", tmp_path / "m.pt", "-i", tmp_path / "in.txt", "--beam",
                           "2", "--coverage-penalty", "0.2"], capsys)

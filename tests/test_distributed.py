@@ -1,8 +1,8 @@
 """Distributed training through PyTorch's own engine: torchrun + DDP (gloo on CPU).
 
 One 2-process run of `seqlab train` under a driver that records, on each rank, the example
-indices of every training step (a wrapper around `seqlab.train.collate`) and the model it
-trains, as first built and at the end (a wrapper around `seqlab.train.build_model`). Then:
+indices of every training step (a wrapper around the seq2seq problem's `collate`) and the model it
+trains, as first built and at the end (a wrapper around its `build_model`). Then:
 
 * both ranks start from and end with the same weights;
 * at every step the ranks train on disjoint batches whose union is the two global batches
@@ -42,11 +42,11 @@ DRIVER = textwrap.dedent('''
 
     import torch
 
-    import seqlab.train
+    import seqlab.problems.seq2seq as problem
     from seqlab.cli import main
 
     seen = {"indices": []}
-    collate, build_model = seqlab.train.collate, seqlab.train.build_model
+    collate, build_model = problem.collate, problem.build_model
 
 
     def recording_build_model(*args, **kwargs):
@@ -62,7 +62,7 @@ DRIVER = textwrap.dedent('''
         return collate(examples, indices)
 
 
-    seqlab.train.collate, seqlab.train.build_model = recording_collate, recording_build_model
+    problem.collate, problem.build_model = recording_collate, recording_build_model
     code = main(sys.argv[2:])
     seen["final"] = seen.pop("module").state_dict()
     torch.save(seen, os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
@@ -82,11 +82,11 @@ search: {{batch_size: 40}}
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     """Run once for the module: (config, run dir, [rank 0 record, rank 1 record])."""
-    from seqlab.tasks import make_task
+    from seqlab.synthetic import make_dataset
 
     tmp = tmp_path_factory.mktemp("ddp")
     for split, n in (("train", 600), ("valid", 40)):
-        pairs = make_task("reverse", n, seed=0, split=split)
+        pairs = make_dataset("reverse", n, seed=0, split=split)
         (tmp / f"{split}.src").write_text("".join(s + "\n" for s, _ in pairs))
         (tmp / f"{split}.tgt").write_text("".join(t + "\n" for _, t in pairs))
     config = tmp / "tiny.yaml"
@@ -162,7 +162,7 @@ def _replay(config, init: dict, examples: list[Example], steps: list[list[int]])
     optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum)
     for indices in steps:
         batch = collate(examples, indices)
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        logits, _ = model.teacher_forced(batch.src, batch.src_lengths, batch.tgt_in)
         nll = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
                               reduction="sum")
         loss = nll / (batch.tgt_out != PAD).sum()

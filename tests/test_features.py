@@ -22,11 +22,11 @@ import torch
 
 from seqlab.checkpoint import load_checkpoint
 from seqlab.cli import main
-from seqlab.tasks import make_task
+from seqlab.synthetic import make_dataset
 from seqlab.translate import Translator
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SOURCES = [s for s, _ in make_task("reverse", 24, seed=5, split="test")]  # lengths 3..8 words
+SOURCES = [s for s, _ in make_dataset("reverse", 24, seed=5, split="test")]  # lengths 3..8 words
 
 
 def run(args, capsys) -> tuple[int, str, str]:
@@ -75,7 +75,7 @@ def model_dir(tmp_path_factory) -> Path:
     from seqlab.train import train
 
     out = tmp_path_factory.mktemp("model") / "run"
-    raw = {"data": {"task": "reverse", "task_train_size": 400, "task_eval_size": 30},
+    raw = {"data": {"synthetic": "reverse", "synthetic_train_size": 400, "synthetic_eval_size": 30},
            "tokenizer": {"kind": "word"},
            "model": {"embedding_size": 16, "hidden_size": 32, "attention": "general",
                      "dropout": 0.0},
@@ -103,7 +103,7 @@ def translate(model_dir, src_file, capsys, *options) -> list[str]:
 # seqlab demo
 
 
-DEMO_TINY = ["data.task_train_size=300", "data.task_eval_size=20", "train.max_steps=8",
+DEMO_TINY = ["data.synthetic_train_size=300", "data.synthetic_eval_size=20", "train.max_steps=8",
              "train.valid_every=8", "train.log_every=4", "train.max_minutes=0.5",
              "model.hidden_size=16", "model.embedding_size=8"]
 
@@ -119,7 +119,7 @@ def test_demo_writes_report_pictures_and_never_overwrites(tmp_path, capsys):
     assert code == 0, err
     first = tmp_path / "demo"
     report = json.loads((first / "demo_metrics.json").read_text(encoding="utf-8"))
-    assert report["task"] == "dates" and report["test_sentences"] == 20
+    assert report["dataset"] == "dates" and report["test_sentences"] == 20
     assert 0.0 <= report["exact_match"] <= 1.0
     assert report["errors"] == round(20 * (1 - report["exact_match"]))
     assert set(report["examples"]) == set(SHOWCASE)
@@ -233,7 +233,7 @@ def test_translate_output_file_gets_the_text_and_stdout_nothing(model_dir, src_f
 
 
 def test_evaluate_text_lines_match_json(model_dir, tmp_path, capsys):
-    pairs = make_task("reverse", 30, seed=9, split="test")
+    pairs = make_dataset("reverse", 30, seed=9, split="test")
     src = write_lines(tmp_path / "test.src", [s for s, _ in pairs])
     ref = write_lines(tmp_path / "test.ref", [t for _, t in pairs])
     code, out, err = run(["evaluate", model_dir, "--src", src, "--ref", ref, "--json"], capsys)
@@ -276,7 +276,7 @@ def test_tsv_data_run_reads_both_columns(tiny_config, tiny_files, tmp_path, caps
                                    [f"{s}\t{t.upper()}" for s, t in zip(src, tgt)])
     out = train_run(tiny_config, tmp_path / "run", capsys, "data.format=tsv",
                     *[f"data.{split}={path}" for split, path in paths.items()])
-    codec = load_checkpoint(out / "last.pt")["codec"]
+    codec = load_checkpoint(out / "last.pt")["problem"]
     assert set(codec["src_vocab"]["itos"][4:]) == set("abcdefgh")
     assert set(codec["tgt_vocab"]["itos"][4:]) == set("ABCDEFGH")
     results = json.loads((out / "results.json").read_text())
@@ -286,7 +286,7 @@ def test_tsv_data_run_reads_both_columns(tiny_config, tiny_files, tmp_path, caps
 
 def test_char_tokenizer_run(tiny_config, tmp_path, capsys):
     out = train_run(tiny_config, tmp_path / "run", capsys, "tokenizer.kind=char")
-    codec = load_checkpoint(out / "last.pt")["codec"]
+    codec = load_checkpoint(out / "last.pt")["problem"]
     assert codec["src_tokenizer"] == {"kind": "char"} == codec["tgt_tokenizer"]
     tokens = codec["tgt_vocab"]["itos"][4:]
     assert " " in tokens and all(len(t) == 1 for t in tokens)  # the space is a token

@@ -149,7 +149,7 @@ def _check_against_reference(model, cfg):
     """The batched teacher-forced pass and the loop of model.step both equal the reference."""
     src, lengths, tgt = _batch()
     want, want_weights = reference(model, cfg, src, lengths, tgt)
-    logits, weights = model(src, lengths, tgt)
+    logits, weights = model.teacher_forced(src, lengths, tgt)
     _close(logits, want, "teacher-forced logits")
     if want_weights is None:
         assert weights is None
@@ -226,10 +226,10 @@ def test_padding_changes_nothing(attention, bridge):
     model, _ = _model(attention=attention, bridge=bridge, encoder_layers=2, decoder_layers=2)
     src, lengths, tgt = _batch()
     wide = torch.cat([src, torch.full((4, 3), PAD)], 1)  # extra padding columns
-    logits, weights = model(wide, lengths, tgt)
+    logits, weights = model.teacher_forced(wide, lengths, tgt)
     for b in range(4):
         n = int(lengths[b])
-        alone, alone_w = model(src[b : b + 1, :n], lengths[b : b + 1], tgt[b : b + 1])
+        alone, alone_w = model.teacher_forced(src[b : b + 1, :n], lengths[b : b + 1], tgt[b : b + 1])
         torch.testing.assert_close(logits[b], alone[0], atol=1e-10, rtol=0)
         if weights is not None:
             assert weights[b, :, n:].abs().max() == 0
@@ -243,8 +243,8 @@ def test_keep_projects_only_the_kept_positions(kw, teacher_forcing):
     model, _ = _model(**{"attention": "general", **kw})
     src, lengths, tgt = _batch()
     keep = torch.rand(tgt.shape, generator=torch.Generator().manual_seed(2)) < 0.6
-    full, _ = model(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3))
-    kept, _ = model(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3),
+    full, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3))
+    kept, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3),
                     keep=keep)
     assert kept.shape == (int(keep.sum()), V_TGT)
     torch.testing.assert_close(kept, full[keep], atol=1e-12, rtol=0)
@@ -253,8 +253,8 @@ def test_keep_projects_only_the_kept_positions(kw, teacher_forcing):
 def test_scheduled_sampling_feeds_own_predictions():
     model, _ = _model(attention="general")
     src, lengths, tgt = _batch()
-    gold, _ = model(src, lengths, tgt, teacher_forcing=1.0)
-    mixed, _ = model(src, lengths, tgt, teacher_forcing=0.0)
+    gold, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing=1.0)
+    mixed, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing=0.0)
     # the first step always sees <sos>; later steps see the model's own argmax
     torch.testing.assert_close(mixed[:, 0], gold[:, 0])
     memory = model.encode(src, lengths)
@@ -280,7 +280,7 @@ def test_bad_bridge_sizes():
 def test_gradients_reach_every_parameter():
     model = _model(attention="additive", cell="lstm", encoder_layers=2)[0].train()
     src, lengths, tgt = _batch()
-    logits, _ = model(src, lengths, tgt)
+    logits, _ = model.teacher_forced(src, lengths, tgt)
     logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert missing == []

@@ -14,7 +14,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "configs" / "reference.yaml"
 
 # Keys whose value in reference.yaml differs from the dataclass default, and why: the
 # defaults alone name no data, so they do not validate.
-NOT_DEFAULT = {"data.task": "dates"}
+NOT_DEFAULT = {"data.synthetic": "dates"}
 
 
 def dataclass_keys(cls, prefix: str = "") -> dict[str, object]:
@@ -49,7 +49,7 @@ def raw() -> dict:
 
 def test_reference_config_loads_and_validates():
     cfg = load_config(REFERENCE)
-    assert cfg.data.task == "dates"
+    assert cfg.data.synthetic == "dates"
 
 
 def test_reference_config_lists_every_key(raw):

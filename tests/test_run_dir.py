@@ -16,6 +16,7 @@ import seqlab.train as training
 from seqlab.checkpoint import load_checkpoint
 from seqlab.cli import main
 from seqlab.config import load_config
+from seqlab.problems.seq2seq import Seq2SeqProblem
 from seqlab.rundir import RunError
 from seqlab.train import TrainingDiverged, train
 
@@ -27,15 +28,15 @@ def _records(run):
 
 
 def _poison(monkeypatch, bad_calls: set[int]):
-    """token_loss returns nan on the given calls (1-based), else the real loss."""
-    real, calls = training.token_loss, [0]
+    """The problem's loss is nan on the given calls (1-based), else the real loss."""
+    real, calls = Seq2SeqProblem.loss, [0]
 
     def loss(*args, **kwargs):
         calls[0] += 1
-        value = real(*args, **kwargs)
-        return value * math.nan if calls[0] in bad_calls else value
+        summed, count = real(*args, **kwargs)
+        return (summed * math.nan if calls[0] in bad_calls else summed), count
 
-    monkeypatch.setattr(training, "token_loss", loss)
+    monkeypatch.setattr(Seq2SeqProblem, "loss", loss)
 
 
 def test_a_nan_step_is_skipped_and_logged(tiny_config, tmp_path, monkeypatch):
@@ -71,10 +72,10 @@ def test_snapshots_keep_the_most_recent_and_the_best(tiny_config, tmp_path, monk
     """Scripted validation scores: steps 2..16 score 5, 9, 1, 7, 3, 8, 2, 4 (bleu)."""
     scores = iter([5.0, 9.0, 1.0, 7.0, 3.0, 8.0, 2.0, 4.0])
 
-    def scripted(model, codec, config, valid):
+    def scripted(self, model):
         return {"bleu": next(scores), "chrf": 0.0, "exact_match": 0.0, "loss": 1.0, "ppl": 2.7}
 
-    monkeypatch.setattr(training, "_validate", scripted)
+    monkeypatch.setattr(Seq2SeqProblem, "validate", scripted)
     monkeypatch.setattr(training, "_report_validation", lambda *a: None)
     cfg = load_config(tiny_config, ["train.max_steps=16", "train.valid_every=2",
                                     "train.keep_last=2", "train.keep_best=2", "train.patience=null",
@@ -130,8 +131,8 @@ def test_a_failed_run_leaves_no_trace_and_a_rerun_starts_a_fresh_log(tiny_config
     stale = tmp_path / "run2"
     stale.mkdir()
     (stale / "metrics.jsonl").write_text('{"step": 999, "train_loss": 9.9}\n')
-    generated = load_config(None, ["data.task=reverse", "data.task_train_size=200",
-                                   "data.task_eval_size=20", "tokenizer.kind=word",
+    generated = load_config(None, ["data.synthetic=reverse", "data.synthetic_train_size=200",
+                                   "data.synthetic_eval_size=20", "tokenizer.kind=word",
                                    "model.hidden_size=16", "model.embedding_size=8", *FAST])
     with pytest.raises(RunError, match="nothing to resume"):
         train(generated, stale, resume=True, quiet=True)
@@ -156,7 +157,7 @@ def test_log_file_gets_progress_lines_and_the_stop_reason(tiny_config, tmp_path,
 
 
 def test_stop_reason_patience(tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "_validate", lambda *a: {"bleu": 1.0, "chrf": 0.0, "loss": 1.0,
+    monkeypatch.setattr(Seq2SeqProblem, "validate", lambda *a: {"bleu": 1.0, "chrf": 0.0, "loss": 1.0,
                                                            "exact_match": 0.0, "ppl": 2.7})
     monkeypatch.setattr(training, "_report_validation", lambda *a: None)
     monkeypatch.setattr(training, "_final_report", lambda *a: {"stopped": a[-1]})

@@ -9,14 +9,14 @@ import torch
 from seqlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seqlab.config import config_from_dict
 from seqlab.data import ParallelText, collate, encode_pairs
-from seqlab.tasks import make_task
+from seqlab.synthetic import make_dataset
 from seqlab.train import train
 from seqlab.translate import Translator
 
 
 def _task_config(**sections):
     raw = {
-        "data": {"task": "reverse", "task_train_size": 1500, "task_eval_size": 100},
+        "data": {"synthetic": "reverse", "synthetic_train_size": 1500, "synthetic_eval_size": 100},
         "tokenizer": {"kind": "word"},
         "model": {"embedding_size": 16, "hidden_size": 48, "dropout": 0.0},
         "train": {"batch_tokens": 600, "lr": 0.01, "max_steps": 300, "max_epochs": 1000,
@@ -49,10 +49,10 @@ def test_resume_continues_the_same_run(tmp_path):
 def test_tiny_model_overfits_a_small_set(tmp_path):
     """30 pairs, trained on and scored on the same pairs: it must learn them by heart.
     Measured over train.seed 1-6 x {AVX-512, avx2}: exact match 1.0, loss 0.0003-0.0005."""
-    cfg = _task_config(data={"task_train_size": 30},
+    cfg = _task_config(data={"synthetic_train_size": 30},
                        train={"max_steps": 250, "batch_tokens": 400, "valid_every": 250})
     train(cfg, tmp_path / "run", quiet=True)
-    pairs = make_task("reverse", 30, seed=cfg.train.seed, split="train")
+    pairs = make_dataset("reverse", 30, seed=cfg.train.seed, split="train")
     translator = Translator.from_checkpoint(tmp_path / "run" / "last.pt")
     result = translator.evaluate([s for s, _ in pairs], [t for _, t in pairs])
     assert result["exact_match"] == 1.0
@@ -69,7 +69,8 @@ def _mirror_alignment(checkpoint, pairs) -> float:
     examples, _ = encode_pairs(text, c.src_tokenizer, c.tgt_tokenizer, c.src_vocab, c.tgt_vocab)
     batch = collate(examples, range(len(examples)))
     with torch.no_grad():
-        _, weights = translator.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, S)
+        _, weights = translator.model.teacher_forced(batch.src, batch.src_lengths,
+                                                     batch.tgt_in)  # (B, T, S)
     n = batch.src_lengths[:, None] - 1  # (B, 1) source tokens without EOS = target tokens
     t = torch.arange(weights.shape[1])[None, :]  # (1, T)
     mirrored = (n - 1 - t).clamp(min=0)  # (B, T)
@@ -90,14 +91,14 @@ def test_every_attention_variant_learns_to_reverse(tmp_path, attention, style):
     cfg = _task_config(model={"attention": attention, "attention_style": style})
     result = train(cfg, tmp_path / "run", quiet=True)
     assert result["test"]["exact_match"] >= 0.7, result["test"]
-    pairs = make_task("reverse", cfg.data.task_eval_size, seed=cfg.train.seed, split="test")
+    pairs = make_dataset("reverse", cfg.data.synthetic_eval_size, seed=cfg.train.seed, split="test")
     alignment = _mirror_alignment(tmp_path / "run" / "best.pt", pairs)
     assert alignment >= 0.45, alignment
 
 
 def test_plain_seq2seq_learns_to_copy_short_sequences(tmp_path):
     """Measured over train.seed 1-6 x {AVX-512, avx2}: test exact match 0.66-0.80."""
-    cfg = _task_config(data={"task": "copy"}, model={"attention": "none"},
+    cfg = _task_config(data={"synthetic": "copy"}, model={"attention": "none"},
                        train={"max_steps": 400})
     result = train(cfg, tmp_path / "run", quiet=True)
     assert result["test"]["exact_match"] >= 0.45, result["test"]

@@ -9,9 +9,9 @@ with assertions on what must differ.
     early stop   the run stops at the (patience + 1)-th non-improving validation in a row
     best.pt      the checkpoint of the best validation; last.pt the last step
 
-The spy wraps `build_model` and `collate` as seqlab.train calls them: it keeps the model and,
+The spy wraps `build_model` and `collate` as the seq2seq problem calls them: it keeps the model and,
 at every step, the batch and the weights before that step's update. Validation is scripted
-(`_validate` returns given metrics) where the test needs "no improvement" on cue.
+(the problem's `validate` returns given metrics) where the test needs "no improvement" on cue.
 """
 
 import copy
@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-import seqlab.train as train_module
+import seqlab.problems.seq2seq as train_module
 from seqlab.checkpoint import load_checkpoint
 from seqlab.config import config_from_dict
 from seqlab.train import train
@@ -35,7 +35,7 @@ def _config(**sections):
     """Reverse task, 12 training pairs in one batch (so it holds padding), tiny model, plain
     SGD without clipping or dropout, a log line every step, scripted stopping off."""
     raw = {
-        "data": {"task": "reverse", "task_train_size": 12, "task_eval_size": 4},
+        "data": {"synthetic": "reverse", "synthetic_train_size": 12, "synthetic_eval_size": 4},
         "tokenizer": {"kind": "word"},
         "model": {"embedding_size": 8, "hidden_size": 16, "dropout": 0.0,
                   "attention": "general"},
@@ -97,7 +97,7 @@ def _token_losses(model, batch, eps: float) -> torch.Tensor:
     """(B, T) token loss (1 - eps) (-log p_y) + eps mean_v(-log p_v) at EVERY position (padding
     included), from a full teacher-forced pass computed here, not by the loop."""
     with torch.no_grad():
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+        logits, _ = model.teacher_forced(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
         logp = logits.log_softmax(-1)
         nll = -logp.gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)  # (B, T)
         return (1 - eps) * nll + eps * -logp.mean(-1)
@@ -108,7 +108,7 @@ def _reference_grad(model, weights: torch.Tensor, batch, eps: float, real=None):
     targets; pass all-True to count the padding too)."""
     model = _with_weights(model, weights)
     real = batch.tgt_out != PAD if real is None else real
-    logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+    logits, _ = model.teacher_forced(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
     logp = logits.log_softmax(-1)
     nll = -logp.gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)  # (B, T)
     ((1 - eps) * nll + eps * -logp.mean(-1))[real].mean().backward()
@@ -119,7 +119,7 @@ def _reference_grad(model, weights: torch.Tensor, batch, eps: float, real=None):
 def _script(monkeypatch, metric: str, values: list[float], model_snapshots: list | None = None):
     """Validation i returns values[i] (the last one repeated) for `metric`."""
 
-    def scripted_validate(model, codec, config, valid):
+    def scripted_validate(self, model):
         value = values[min(len(calls), len(values) - 1)]
         calls.append(value)
         if model_snapshots is not None:
@@ -128,7 +128,7 @@ def _script(monkeypatch, metric: str, values: list[float], model_snapshots: list
         return {**metrics, metric: value}
 
     calls: list[float] = []
-    monkeypatch.setattr(train_module, "_validate", scripted_validate)
+    monkeypatch.setattr(train_module.Seq2SeqProblem, "validate", scripted_validate)
     return calls
 
 

@@ -24,12 +24,10 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
-FOR_TRANSLATION = ("model", "config", "codec")  # the parts of best.pt; last.pt has more
+from seqlab.errors import CheckpointError  # noqa: F401  (importable from here)
 
-
-class CheckpointError(ValueError):
-    pass
+FORMAT_VERSION = 2  # 2: the problem's state under "problem" (1: seq2seq only, "codec")
+FOR_PREDICTION = ("model", "config", "problem")  # the parts of best.pt; last.pt has more
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -52,7 +50,7 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, map_location="cpu", require: tuple[str, ...] = ()) -> dict:
     """The checkpoint at `path` as a dict, which must hold every part named in `require`
-    (e.g. FOR_TRANSLATION). Anything else is a one-line CheckpointError naming the file."""
+    (e.g. FOR_PREDICTION). Anything else is a one-line CheckpointError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -67,8 +65,12 @@ def load_checkpoint(path: str | Path, map_location="cpu", require: tuple[str, ..
         raise CheckpointError(f"{path}: written by a newer seqlab (checkpoint format "
                               f"{state['format_version']!r}; this one reads {FORMAT_VERSION}); "
                               "upgrade seqlab")
+    if state["format_version"] == 1:  # seq2seq only: its codec is the problem's state
+        state["problem"] = state.pop("codec", None)
+        if isinstance(state.get("rng"), dict) and "sampling" in state["rng"]:
+            state["train_state"] = {"sampling": state["rng"].pop("sampling")}
     for part in require:
-        if part not in state:
+        if state.get(part) is None:
             raise CheckpointError(f"{path}: not a complete seqlab checkpoint: no {part!r}")
         if not isinstance(state[part], dict):
             raise CheckpointError(f"{path}: not a complete seqlab checkpoint: its {part!r} is "
@@ -110,7 +112,7 @@ def resolve_checkpoint(model: str | Path) -> Path:
     return p
 
 
-def load_for_translation(model: str | Path) -> tuple[Path, dict]:
+def load_for_prediction(model: str | Path) -> tuple[Path, dict]:
     """(path, state) of a run directory's best.pt (else last.pt) or of a checkpoint file.
 
     A damaged best.pt is reported, not replaced by last.pt: last.pt holds other weights (the
@@ -118,7 +120,7 @@ def load_for_translation(model: str | Path) -> tuple[Path, dict]:
     message says whether last.pt is readable and how to use it."""
     path = resolve_checkpoint(model)
     try:
-        return path, load_checkpoint(path, require=FOR_TRANSLATION)
+        return path, load_checkpoint(path, require=FOR_PREDICTION)
     except CheckpointError as exc:
         if not (Path(model).is_dir() and path.name == "best.pt"):
             raise
@@ -130,11 +132,11 @@ def _way_out(last: Path) -> str:
     if not last.is_file():
         return f"there is no {last.name} beside it: retrain, or restore best.pt from a copy"
     try:
-        load_checkpoint(last, require=FOR_TRANSLATION)
+        load_checkpoint(last, require=FOR_PREDICTION)
     except CheckpointError as exc:
         return f"{last.name} is unusable too ({str(exc).removeprefix(f'{last}: ')})"
-    return (f"{last} is readable: use it with `seqlab translate {last}` (the weights of the "
-            "last validation, not the best), or restore best.pt from a copy")
+    return (f"{last} is readable: give {last} instead of the run directory (the weights of "
+            "the last validation, not the best), or restore best.pt from a copy")
 
 
 def load_weights(model: torch.nn.Module, weights: dict, path: str | Path,
@@ -173,24 +175,30 @@ def _first_mismatch(text: str) -> str:
     return first + (f" (and {more} more difference(s))" if more else "")
 
 
-def stored_config(state: dict, path: str | Path):
+def stored_config(state: dict, path: str | Path, problem: str | None = None):
     """A checkpoint's stored config as a validated Config. This machine's packages are not
-    checked (translating needs no BLEU tokenizer); a config that does not validate is one line."""
+    checked (translating needs no BLEU tokenizer); a config that does not validate is one line.
+    With `problem`, a checkpoint of another problem shape is a CheckpointError too."""
     from seqlab.config import ConfigError, config_from_dict
 
     try:
-        return config_from_dict(state["config"], filename=f"{path} (stored config)",
-                                environment=False)
+        config = config_from_dict(state["config"], filename=f"{path} (stored config)",
+                                  environment=False)
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its stored config is not valid ({exc})") from None
+    if problem is not None and config.problem != problem:
+        verb = {"seq2seq": "translate", "classify": "classify", "lm": "generate"}
+        raise CheckpointError(f"{path}: a {config.problem} model, not a {problem} one; use "
+                              f"`seqlab {verb[config.problem]}` with it")
+    return config
 
 
 def stored_codec(state: dict, path: str | Path):
-    """A checkpoint's tokenizers and vocabularies (seqlab.prepare.Codec)."""
+    """A seq2seq checkpoint's tokenizers and vocabularies (seqlab.prepare.Codec)."""
     from seqlab.prepare import Codec
 
     try:
-        return Codec.from_state_dict(state["codec"])
+        return Codec.from_state_dict(state["problem"])
     except Exception as exc:  # KeyError, TypeError, ValueError, sentencepiece's RuntimeError
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise CheckpointError(f"{path}: its codec (tokenizers and vocabularies) is damaged "

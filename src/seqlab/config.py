@@ -22,9 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem, worded for the user (file:line: what is wrong)."""
+from seqlab.errors import ConfigError  # noqa: F401  (importable from here)
 
 
 @dataclass(frozen=True)
@@ -56,18 +54,22 @@ def check(default: Any, rule: str) -> Any:
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # folder that relative train/valid/test prefixes are read from
-    train: str | None = None  # prefix: reads TRAIN.SRC and TRAIN.TGT (or a .tsv with format tsv)
-    valid: str | None = None  # validation prefix: every choice (early stopping, ...) is made here
-    test: str | None = None  # test prefix: only reported, never used for a choice
-    src: str = "src"  # source-side file suffix, e.g. "de"
-    tgt: str = "tgt"  # target-side file suffix, e.g. "en"
-    format: Literal["parallel", "tsv"] = "parallel"  # tsv: train/valid/test are 2-column files
-    task: str | None = None  # a built-in generated task instead of files: dates, copy, reverse
-    task_train_size: int = check(20000, "> 0")  # examples generated for training
-    task_eval_size: int = check(1000, "> 0")  # examples generated for each of valid and test
-    max_src_len: int = check(100, "> 0")  # training pairs with more source tokens are dropped
-    max_tgt_len: int = check(100, "> 0")  # ... or more target tokens
+    root: str | None = None  # folder that relative train/valid/test paths are read from
+    train: str | None = None  # prefix: reads TRAIN.SRC and TRAIN.TGT (or a file, see format)
+    valid: str | None = None  # validation data: every choice (early stopping, ...) is made here
+    test: str | None = None  # test data: only reported, never used for a choice
+    src: str = "src"  # parallel: source-side file suffix, e.g. "de" (classify: the text side)
+    tgt: str = "tgt"  # parallel: target-side file suffix, e.g. "en" (classify: the label side)
+    # parallel: PREFIX.SRC + PREFIX.TGT; tsv: one file of columns; text: one plain text file
+    format: Literal["parallel", "tsv", "text"] = "parallel"
+    header: bool = False  # tsv: the first line names the columns
+    src_column: int | str = 1  # tsv: source (classify: text) column, 1-based or a header name
+    tgt_column: int | str = 2  # tsv: target (classify: label) column, 1-based or a header name
+    synthetic: str | None = None  # a generated dataset instead of files (seqlab.synthetic)
+    synthetic_train_size: int = check(20000, "> 0")  # examples generated for training
+    synthetic_eval_size: int = check(1000, "> 0")  # examples generated for valid and for test
+    max_src_len: int = check(100, "> 0")  # training examples with more source tokens are dropped
+    max_tgt_len: int = check(100, "> 0")  # ... or more target tokens (seq2seq)
 
     def path(self, prefix: str | None) -> str | None:
         """A train/valid/test prefix as read: joined to `root` unless absolute or no root."""
@@ -107,6 +109,26 @@ class ModelConfig:
 
 
 @dataclass
+class ClassifyConfig:
+    """problem: classify (many-to-one): embeddings -> Recurrent -> pooled summary -> labels."""
+
+    # summary of the encoder states: the final state (both directions), their mean, their
+    # maximum, or attention pooling (a learned query scores every state; softmax; weighted sum)
+    pooling: Literal["final", "mean", "max", "attention"] = "max"
+
+
+@dataclass
+class LMConfig:
+    """problem: lm (one-to-many): embeddings -> unidirectional Recurrent -> next-token logits."""
+
+    # stream: the training text is one running text, cut into batch rows that are read on in
+    # chunks of `bptt` tokens (truncated BPTT: the state is carried over and detached);
+    # lines: every line is a sequence of its own, <sos> line <eos>
+    mode: Literal["stream", "lines"] = "stream"
+    bptt: int = check(128, ">= 1")  # stream: tokens per chunk = steps back-propagated through
+
+
+@dataclass
 class TrainConfig:
     seed: int = 1
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
@@ -136,7 +158,8 @@ class TrainConfig:
     log_every: int = check(50, "> 0")  # steps between training log lines
     valid_every: int = check(500, "> 0")  # steps between validations (and checkpoints)
     valid_samples: int = check(3, ">= 0")  # sample translations printed at each validation
-    early_stopping_metric: Literal["bleu", "chrf", "loss", "exact_match"] = "bleu"
+    # the validation metric that picks best.pt (null: the problem's own, see PROBLEM_METRICS)
+    early_stopping_metric: str | None = None
     patience: int | None = check(10, ">= 0")  # bad validations tolerated; null: never stop
     max_nonfinite_steps: int = check(5, ">= 1")  # nan/inf steps in a row skipped, then stop
     keep_last: int = check(0, ">= 0")  # snapshots step-N.pt of the most recent validations
@@ -164,14 +187,36 @@ class EvalConfig:
     lowercase: bool = False
 
 
+PROBLEMS = ("seq2seq", "classify", "lm")
+# each problem's validation metrics, True where higher is better; the first is the default
+# train.early_stopping_metric
+PROBLEM_METRICS = {
+    "seq2seq": {"bleu": True, "chrf": True, "exact_match": True, "loss": False},
+    "classify": {"accuracy": True, "macro_f1": True, "loss": False},
+    "lm": {"loss": False},
+}
+
+
 @dataclass
 class Config:
+    problem: Literal["seq2seq", "classify", "lm"] = "seq2seq"  # the problem shape
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+
+    @property
+    def stopping_metric(self) -> str:
+        """train.early_stopping_metric, or the problem's default."""
+        return self.train.early_stopping_metric or next(iter(PROBLEM_METRICS[self.problem]))
+
+    @property
+    def higher_is_better(self) -> bool:
+        return PROBLEM_METRICS[self.problem][self.stopping_metric]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -184,8 +229,9 @@ class Config:
         lines = lines or {}
         check_ranges(self, "", lines)
         d, m, s = self.data, self.model, self.search
-        if d.task is None and d.train is None:
-            raise ConfigError("data: give either data.train (a file prefix) or data.task")
+        if d.synthetic is None and d.train is None:
+            raise ConfigError("data: give either data.train (a file prefix) or data.synthetic")
+        _check_problem(self, lines)
         if m.bidirectional and m.hidden_size % 2:
             _fail(lines, "model.hidden_size", "model.hidden_size must be even with a "
                   f"bidirectional encoder, got {m.hidden_size}")
@@ -210,6 +256,49 @@ class Config:
             if problem:
                 _fail(lines, "eval.bleu_tokenize", f"eval.bleu_tokenize: {problem}")
         return self
+
+
+def _check_problem(config: Config, lines: dict[str, str]) -> None:
+    """The rules that join the problem to the other sections."""
+    from seqlab.synthetic import DATASETS
+
+    d, m, problem = config.data, config.model, config.problem
+    metrics = PROBLEM_METRICS[problem]
+    metric = config.train.early_stopping_metric
+    if metric is not None and metric not in metrics:
+        hint = difflib.get_close_matches(metric, list(metrics), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        _fail(lines, "train.early_stopping_metric", f"train.early_stopping_metric: {metric!r} "
+              f"is not a {problem} metric; choose one of {', '.join(metrics)}{extra}")
+    if d.synthetic is not None:
+        if d.synthetic not in DATASETS:
+            hint = difflib.get_close_matches(d.synthetic, list(DATASETS), n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            _fail(lines, "data.synthetic", f"data.synthetic: {d.synthetic!r} is not a generated "
+                  f"dataset; choose one of {', '.join(DATASETS)}{extra}")
+        shape = DATASETS[d.synthetic].problem
+        if shape != problem:
+            _fail(lines, "data.synthetic", f"data.synthetic: {d.synthetic!r} is a {shape} "
+                  f"dataset, but problem is {problem!r}")
+    elif d.format == "text" and problem != "lm":
+        _fail(lines, "data.format", f"data.format: 'text' (one running text) is for problem "
+              f"lm, not {problem!r}; use parallel or tsv")
+    elif problem == "lm" and d.format != "text":
+        _fail(lines, "data.format", f"data.format: a language model reads plain text files "
+              f"(format: text), not {d.format!r}")
+    for key in ("src_column", "tgt_column"):
+        value = getattr(d, key)
+        if isinstance(value, int) and value < 1:
+            _fail(lines, f"data.{key}", f"data.{key} counts columns from 1, got {value}")
+        if isinstance(value, str) and not d.header:
+            _fail(lines, f"data.{key}", f"data.{key}: the column name {value!r} needs "
+                  "data.header: true (or give its number, counting from 1)")
+    if d.src_column == d.tgt_column:
+        _fail(lines, "data.tgt_column", f"data.src_column and data.tgt_column are both "
+              f"{d.src_column!r}")
+    if problem == "lm" and m.bidirectional:
+        _fail(lines, "model.bidirectional", "model.bidirectional: a language model reads "
+              "only the past; set model.bidirectional: false for problem lm")
 
 
 def _fail(lines: dict[str, str], key: str, text: str):
@@ -329,6 +418,8 @@ def _build(cls, raw: Any, path: str, lines: dict[str, str]):
         if key not in names:
             hint = difflib.get_close_matches(str(key), names, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            if where in RENAMED:
+                extra = f" (renamed: {RENAMED[where]})"
             raise ConfigError(f"{lines.get(where, '')}unknown key {where!r}{extra}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -339,6 +430,10 @@ def _build(cls, raw: Any, path: str, lines: dict[str, str]):
             except ConfigError as exc:
                 raise ConfigError(f"{lines.get(where, '')}{exc}") from None
     return cls(**kwargs)
+
+
+RENAMED = {"data.task": "data.synthetic", "data.task_train_size": "data.synthetic_train_size",
+           "data.task_eval_size": "data.synthetic_eval_size"}  # old key -> its new name
 
 
 def _key_lines(text: str, filename: str) -> dict[str, str]:

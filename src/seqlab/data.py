@@ -26,14 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from seqlab.errors import DataError  # noqa: F401  (importable from here)
 from seqlab.tokenizers import Tokenizer
 from seqlab.vocab import EOS, PAD, SOS, Vocab
 
 PathLike = str | os.PathLike
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, and the line where there is one."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,24 +94,49 @@ def read_parallel(prefix: PathLike, src_suffix: str, tgt_suffix: str) -> Paralle
     return _pairs(src, tgt, source=f"{prefix}.{{{src_suffix},{tgt_suffix}}}")
 
 
-def read_tsv(path: PathLike) -> ParallelText:
-    """Read a file of `source<TAB>target` lines. No quoting: a tab always separates columns.
-    Blank lines count as empty pairs (skipped); any other line needs exactly two columns."""
+def read_tsv(path: PathLike, src_column: int | str = 1, tgt_column: int | str = 2, *,
+             header: bool = False) -> ParallelText:
+    """Read the source and target columns of a tab-separated file. No quoting: a tab always
+    separates columns. A column is a 1-based number or, with `header`, a name from the first
+    line. Every other non-blank line needs as many columns as the header (without one: exactly
+    two, or up to the highest column asked for). Blank lines count as empty pairs (skipped)."""
+    lines = _read_raw_lines(path)
+    names: list[str] = []
+    if header:
+        if not lines:
+            raise DataError(f"{path}: empty file (data.header is true: no header line)")
+        names = lines[0].split("\t")
+        lines = lines[1:]
+    src_at = _column(path, src_column, names, "source")
+    tgt_at = _column(path, tgt_column, names, "target")
+    width = len(names) if header else max(2, src_at + 1, tgt_at + 1)
+    what = "source, target" if width == 2 and not header else ", ".join(names) or f"{width}"
     src, tgt = [], []
-    for lineno, line in enumerate(_read_raw_lines(path), start=1):
+    for lineno, line in enumerate(lines, start=2 if header else 1):
         if not line.strip():
             src.append("")
             tgt.append("")
             continue
         columns = line.split("\t")
-        if len(columns) != 2:
-            raise DataError(
-                f"{path}:{lineno}: expected 2 tab-separated columns (source, target), "
-                f"found {len(columns)}"
-            )
-        src.append(columns[0])
-        tgt.append(columns[1])
+        if len(columns) != width:
+            raise DataError(f"{path}:{lineno}: expected {width} tab-separated columns "
+                            f"({what}), found {len(columns)}")
+        src.append(columns[src_at])
+        tgt.append(columns[tgt_at])
     return _pairs(src, tgt, source=str(path))
+
+
+def _column(path: PathLike, column: int | str, names: list[str], side: str) -> int:
+    """A 1-based column number or a header name -> 0-based index (DataError if absent)."""
+    if isinstance(column, int):
+        if names and column > len(names):
+            raise DataError(f"{path}:1: the {side} column is number {column}, but the header "
+                            f"has {len(names)} columns ({', '.join(names)})")
+        return column - 1
+    if column not in names:
+        raise DataError(f"{path}:1: no column {column!r} in the header ({', '.join(names)}); "
+                        f"set data.{'src' if side == 'source' else 'tgt'}_column")
+    return names.index(column)
 
 
 def decode_lines(stream, name: str) -> Iterator[str]:

@@ -29,7 +29,7 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides=(), quiet: bool = Fals
     from seqlab.config import load_config
     from seqlab.metrics import exact_match
     from seqlab.plots import plot_attention, plot_curves
-    from seqlab.tasks import make_task
+    from seqlab.synthetic import make_dataset
     from seqlab.train import train
     from seqlab.translate import Translator
 
@@ -45,7 +45,8 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides=(), quiet: bool = Fals
     train(config, out, quiet=quiet)
 
     translator = Translator.from_checkpoint(out)
-    test = make_task("dates", config.data.task_eval_size, seed=config.train.seed, split="test")
+    test = make_dataset("dates", config.data.synthetic_eval_size, seed=config.train.seed,
+                        split="test")
     sources, refs = [s for s, _ in test], [t for _, t in test]
     hyps = translator.translate(sources)
     accuracy = exact_match(hyps, refs)
@@ -66,7 +67,7 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides=(), quiet: bool = Fals
                 (best.tokens + ["<eos>"])[: best.attention.shape[0]],
                 out / f"attention_{name}.png", title=f"{text} -> {best.text}")))
     pictures.append(str(plot_curves(out / "metrics.jsonl", out / "curves.png")))
-    report = {"task": "dates", "test_sentences": len(test), "exact_match": accuracy,
+    report = {"dataset": "dates", "test_sentences": len(test), "exact_match": accuracy,
               "errors": len(wrong), "examples": {t: n[0].text for t, n in zip(SHOWCASE, shown)},
               "pictures": pictures}
     (out / "demo_metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False),

@@ -4,9 +4,10 @@
     state = model.init_state(memory)                 # bridge: encoder final -> decoder first
     logits, state, attn = model.step(prev, state, memory)   # one target token at a time
 
-Training (`model(src, src_lengths, tgt_in)`), greedy and beam search all go through the
-same step; the teacher-forced pass only batches the parts that do not depend on the
-previous step (the output projection always; the whole decoder when nothing is fed back).
+Training (`model(src, src_lengths, tgt_in, tgt_out) -> logits, summed loss`), greedy and
+beam search all go through the same step; the teacher-forced pass only batches the parts
+that do not depend on the previous step (the output projection always; the whole decoder
+when nothing is fed back).
 
 Decoder arrangements (Luong, Pham & Manning 2015; Bahdanau, Cho & Bengio 2015;
 Cho et al. 2014):
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from seqlab.attention import Attention
 from seqlab.config import ModelConfig
@@ -263,14 +265,30 @@ class Seq2Seq(nn.Module):
         """prev (B,) -> logits (B, V), new state, attention weights (B, S) or None."""
         return self.decoder.step(prev, state, memory)
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
-                teacher_forcing: float = 1.0, generator: torch.Generator | None = None,
-                keep: Tensor | None = None):
-        """Teacher-forced training pass -> logits (B, T, V), attention (B, T, S) or None.
+    def teacher_forced(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
+                       teacher_forcing: float = 1.0, generator: torch.Generator | None = None,
+                       keep: Tensor | None = None):
+        """Teacher-forced pass -> logits (B, T, V), attention (B, T, S) or None.
         With keep (B, T) bool, logits are (N, V): only the kept positions are projected."""
         memory = self.encode(src, src_lengths)
         return self.decoder(tgt_in, self.init_state(memory), memory, teacher_forcing, generator,
                             keep)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, targets: Tensor, *,
+                label_smoothing: float = 0.0, teacher_forcing: float = 1.0,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The training pass and its loss: targets (B, T) = tgt_out, PAD after each row's end.
+
+        -> logits (N, V) of the N real (non-PAD) target positions in row-major order, and the
+        cross-entropy summed over them (optionally label-smoothed): the loss of
+        p(y | x) = prod_t p(y_t | y_<t, x). Only the real positions are projected onto the
+        vocabulary (the output layer is the largest product of a step)."""
+        real = targets != PAD  # (B, T)
+        logits, _ = self.teacher_forced(src, src_lengths, tgt_in, teacher_forcing, generator,
+                                        keep=real)
+        loss = F.cross_entropy(logits, targets[real], label_smoothing=label_smoothing,
+                               reduction="sum")
+        return logits, loss
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:

@@ -1,5 +1,8 @@
 """From the data config to what training needs: text -> tokenizers -> vocabularies -> examples.
 
+For the problems whose data are pairs (seq2seq: source and target sentences; classify: a
+text and its label): `read_splits` reads them from files or a generated dataset.
+
 Tokenizers and vocabularies are learned from the training side only; validation and test
 text is read but never used for a choice about them.
 """
@@ -10,7 +13,6 @@ from dataclasses import dataclass
 
 from seqlab.config import Config, DataConfig
 from seqlab.data import Example, ParallelText, encode_pairs, read_parallel, read_tsv
-from seqlab.tasks import make_task
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
 from seqlab.vocab import Vocab
 
@@ -48,23 +50,26 @@ class Codec:
 def _read(cfg: DataConfig, prefix: str) -> ParallelText:
     prefix = cfg.path(prefix)
     if cfg.format == "tsv":
-        return read_tsv(prefix)
+        return read_tsv(prefix, cfg.src_column, cfg.tgt_column, header=cfg.header)
     return read_parallel(prefix, cfg.src, cfg.tgt)
 
 
 def _generated(cfg: DataConfig, split: str, n: int, seed: int) -> ParallelText:
-    pairs = make_task(cfg.task, n, seed=seed, split=split)
+    from seqlab.synthetic import make_dataset
+
+    pairs = make_dataset(cfg.synthetic, n, seed=seed, split=split)
     return ParallelText(src=[s for s, _ in pairs], tgt=[t for _, t in pairs], skipped_empty=0,
-                        source=f"task {cfg.task} ({split})")
+                        source=f"generated {cfg.synthetic} ({split})")
 
 
 def read_splits(cfg: Config) -> Splits:
+    """Train, valid and test pairs (valid / test None when not configured)."""
     d = cfg.data
-    if d.task is not None:
+    if d.synthetic is not None:
         seed = cfg.train.seed
-        return Splits(_generated(d, "train", d.task_train_size, seed),
-                      _generated(d, "valid", d.task_eval_size, seed),
-                      _generated(d, "test", d.task_eval_size, seed))
+        return Splits(_generated(d, "train", d.synthetic_train_size, seed),
+                      _generated(d, "valid", d.synthetic_eval_size, seed),
+                      _generated(d, "test", d.synthetic_eval_size, seed))
     return Splits(_read(d, d.train),
                   _read(d, d.valid) if d.valid else None,
                   _read(d, d.test) if d.test else None)

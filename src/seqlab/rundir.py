@@ -20,13 +20,11 @@ import json
 import os
 from pathlib import Path
 
+from seqlab.errors import RunError  # noqa: F401  (importable from here)
+
 LAST, BEST, METRICS, CONFIG, RESULTS = "last.pt", "best.pt", "metrics.jsonl", "config.yaml", \
     "results.json"
 
-
-class RunError(ValueError):
-    """A problem with the run directory (an existing run without --resume, a path that is a
-    file, a folder that cannot be written)."""
 
 
 class RunDir:

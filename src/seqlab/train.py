@@ -1,11 +1,14 @@
-"""Training: one readable loop.
+"""Training: one readable loop for every problem shape.
 
-    for each batch:  logits = model(src, tgt_in, teacher forcing ratio of this step)
-                     loss = masked token cross entropy (optionally label-smoothed)
-                     backward; clip the gradient norm; optimizer step; lr schedule step
-                     (a step whose loss or gradient is nan/inf is skipped, and logged)
-    every N steps:   validate (loss, perplexity, greedy BLEU / chrF / exact match),
+    for each batch:  summed loss, count = problem.loss(model, batch, step)  (the model's own)
+                     backward on summed / count; clip the gradient norm; optimizer step;
+                     lr schedule step (a step whose loss or gradient is nan/inf is skipped,
+                     and logged)
+    every N steps:   problem.validate(model) (BLEU, accuracy, nats per char, ...),
                      checkpoint (last, and best on the chosen metric), early stopping
+
+The loop never learns which problem it trains: data, model, loss and metrics come through
+the protocol of `seqlab.problems`.
 
 The run directory (see `seqlab.rundir`) holds `config.yaml` (resolved), `metrics.jsonl` (one
 JSON object per log line), `last.pt` and `best.pt`. `train(..., resume=True)` continues a run
@@ -16,9 +19,9 @@ previous one: checkpoints are written atomically).
 
 Distributed: launched by `torchrun --nproc_per_node N -m seqlab train ...`, every process
 trains on its share of the batches under DistributedDataParallel; rank 0 validates, logs
-and writes checkpoints. Each rank's summed token loss is divided by the step's global token
-count (times N, which DDP's gradient average divides out), so a step's gradient is that of
-the mean token loss over all ranks' batches together, as one process would compute it.
+and writes checkpoints. Each rank's summed loss is divided by the step's global count
+(times N, which DDP's gradient average divides out), so a step's gradient is that of the
+mean loss over all ranks' batches together, as one process would compute it.
 """
 
 from __future__ import annotations
@@ -34,40 +37,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from seqlab.checkpoint import load_checkpoint, save_checkpoint
 from seqlab.config import Config, DataConfig, save_config
-from seqlab.data import DataError, TokenBatchSampler, collate
 from seqlab.device import pick_device
-from seqlab.model import build_model
-from seqlab.prepare import Codec, build_codec, encode, read_splits
-from seqlab.rundir import CONFIG, RESULTS, RunDir, RunError
-from seqlab.schedules import lr_factor, teacher_forcing_ratio
-from seqlab.translate import Translator
-from seqlab.vocab import PAD
+from seqlab.errors import RunError, TrainingDiverged, TrainingInterrupted
+from seqlab.problems import build_problem
+from seqlab.rundir import CONFIG, RESULTS, RunDir
+from seqlab.schedules import lr_factor
 
-__all__ = ["RunError", "TrainingInterrupted", "TrainingDiverged", "train", "token_loss"]
+__all__ = ["RunError", "TrainingInterrupted", "TrainingDiverged", "train"]
 
-HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact_match": True, "loss": False}
-RESUMABLE = ("model", "optimizer", "progress", "rng", "config", "codec")  # parts of last.pt
-PERFECT = {"bleu": 100.0, "chrf": 100.0, "exact_match": 1.0}  # reached: stop early
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by SIGINT / SIGTERM after saving a resumable checkpoint."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path | None):
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
-
-
-class TrainingDiverged(RunError):
-    """Too many steps in a row with a nan/inf loss or gradient."""
+# parts of last.pt (best.pt and snapshots hold checkpoint.FOR_PREDICTION only)
+RESUMABLE = ("model", "optimizer", "progress", "rng", "config", "problem", "train_state")
+PERFECT = {"bleu": 100.0, "chrf": 100.0, "exact_match": 1.0, "accuracy": 1.0,
+           "macro_f1": 1.0}  # reached on validation: nothing left to learn, stop
 
 
 @dataclass
@@ -165,21 +149,10 @@ class _Signals:
             signal.signal(sig, old)
 
 
-def token_loss(model, batch, label_smoothing: float, teacher_forcing: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Summed cross-entropy over the real target tokens of a batch (teacher-forced pass).
-    Only the real, non-padding positions are projected onto the vocabulary (keep mask)."""
-    real = batch.tgt_out != PAD
-    logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=teacher_forcing,
-                      generator=generator, keep=real)
-    return F.cross_entropy(logits, batch.tgt_out[real], label_smoothing=label_smoothing,
-                           reduction="sum")
-
-
 def default_run_dir(config: Config) -> Path:
-    """runs/<task name> or runs/<folder of the training files>."""
+    """runs/<generated dataset name> or runs/<folder of the training files>."""
     d = config.data
-    return Path("runs") / (d.task or Path(d.path(d.train)).resolve().parent.name or "run")
+    return Path("runs") / (d.synthetic or Path(d.path(d.train)).resolve().parent.name or "run")
 
 
 def train(config: Config, out_dir: str | Path | None = None, *, resume: bool = False,
@@ -226,43 +199,28 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
 
-    # text -> tokens -> ids
-    t0 = time.time()
-    splits = read_splits(config)
+    # text -> tokens -> ids; the model
+    problem = build_problem(config)
     checkpoint = load_checkpoint(run.last, require=RESUMABLE) if run.resume else None
     if checkpoint:
         _check_resumable(config, checkpoint["config"], run.path)
-    codec = (Codec.from_state_dict(checkpoint["codec"]) if checkpoint
-             else build_codec(config, splits.train))
-    train_examples, filtered = encode(config, codec, splits.train)
-    if not train_examples:
-        raise DataError(f"{splits.train.source}: no training pair is within the length limits "
-                        f"(max_src_len={config.data.max_src_len}, "
-                        f"max_tgt_len={config.data.max_tgt_len})")
-    console.say(f"data: {len(train_examples)} training pairs from {splits.train.source} "
-                f"({splits.train.skipped_empty} empty skipped, {filtered} over the length "
-                f"limit); vocabularies: source {len(codec.src_vocab)}, target "
-                f"{len(codec.tgt_vocab)} ({config.tokenizer.kind}) [{time.time() - t0:.1f}s]")
-
-    model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab)).to(device)
+    console.say(problem.prepare(checkpoint["problem"] if checkpoint else None))
+    model = problem.build_model().to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    console.say(f"model: {n_params:,} parameters; {config.model.cell} "
-                f"{'bi' if config.model.bidirectional else 'uni'}directional encoder, attention "
-                f"{config.model.attention} ({config.model.attention_style}), recurrent backend "
-                f"{model.encoder.rnn.backend}; device {device}")
+    console.say(f"model: {n_params:,} parameters; {problem.describe_model(model)}; "
+                f"device {device}")
     if tc.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum,
                                     weight_decay=tc.weight_decay)
-    higher_is_better = HIGHER_IS_BETTER[tc.early_stopping_metric]
+    key, higher_is_better = config.stopping_metric, config.higher_is_better
     plateau = None
     if tc.lr_schedule == "plateau":
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if higher_is_better else "min", factor=tc.lr_plateau_factor,
             patience=tc.lr_plateau_patience, min_lr=tc.lr_min)
     progress = Progress(snapshots=[])
-    sampling_rng = torch.Generator().manual_seed(tc.seed + 1)
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -270,7 +228,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
             plateau.load_state_dict(checkpoint["plateau"])
         progress = Progress(**{"snapshots": [], **checkpoint["progress"]})
         torch.set_rng_state(checkpoint["rng"]["torch"])
-        sampling_rng.set_state(checkpoint["rng"]["sampling"])
+        problem.load_train_state(checkpoint["train_state"])
         console.say(f"resuming {run.path} at step {progress.step} (epoch {progress.epoch + 1})")
     elif rank == 0:
         save_config(config, run.created(run.path / CONFIG))
@@ -282,21 +240,19 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
 
         ddp_model = DistributedDataParallel(model, device_ids=[local_rank]
                                             if device.type == "cuda" else None)
-    sampler = TokenBatchSampler.from_examples(train_examples, tc.batch_tokens, shuffle=True,
-                                              seed=tc.seed, rank=rank, world_size=world)
-    steps_per_epoch = len(sampler)
+    steps_per_epoch = len(problem.batches(0, rank, world))
     total_steps = min(tc.max_steps or math.inf, tc.max_epochs * steps_per_epoch)
     budget = tc.max_minutes * 60 if tc.max_minutes else math.inf
 
     def save(path: Path, resumable: bool = True) -> None:
-        """last.pt can resume the run; best.pt and snapshots hold what translation needs."""
+        """last.pt can resume the run; best.pt and snapshots hold what prediction needs."""
         state = {"model": model.state_dict(), "progress": progress.state_dict(),
-                 "config": config.to_dict(), "codec": codec.state_dict()}
+                 "config": config.to_dict(), "problem": problem.state_dict()}
         if resumable:
             state.update(optimizer=optimizer.state_dict(),
                          plateau=plateau.state_dict() if plateau else None,
-                         rng={"torch": torch.get_rng_state(),
-                              "sampling": sampling_rng.get_state()})
+                         rng={"torch": torch.get_rng_state()},
+                         train_state=problem.train_state())
         save_checkpoint(state, path)
 
     checked_at = [progress.step]
@@ -307,8 +263,9 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
         stop = False
         checked_at[0] = progress.step
         if rank == 0:
-            metrics = _validate(model, codec, config, splits.valid) if splits.valid else {}
-            key = tc.early_stopping_metric
+            model.eval()
+            with torch.no_grad():
+                metrics = problem.validate(model)
             value = metrics.get(key)
             if value is not None:
                 better = progress.best is None or (
@@ -339,7 +296,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                 save(run.best, resumable=False)
             run.record(dict(step=progress.step, epoch=progress.epoch + 1,
                             **{f"valid_{k}": v for k, v in metrics.items() if k != "samples"}))
-            _report_validation(console, progress, metrics, key)
+            _report_validation(console, progress, metrics, key, problem)
         return _any([stop], world)[0]
 
     def expected_end(pace: float | None) -> int:
@@ -352,7 +309,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
 
     console.start(progress.step, expected_end(None))
     model.train()
-    window_tokens, window_loss, window_start = 0, 0.0, time.time()
+    window_count, window_loss, window_start = 0, 0.0, time.time()
     session_start = time.time() - progress.elapsed  # as if the run had never paused
     wall_start, first_step = time.time(), progress.step  # this session's own pace
     nonfinite_in_a_row = 0
@@ -361,18 +318,15 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
         stop_reason.append(f"the step limit ({total_steps}) was already reached")
     with _Signals() as signals:
         while not stop and progress.epoch < tc.max_epochs:
-            sampler.set_epoch(progress.epoch)
-            for i, indices in enumerate(sampler):
+            for i, key_of_batch in enumerate(problem.batches(progress.epoch, rank, world)):
                 if i < progress.batch_in_epoch:
                     continue  # resumed mid-epoch: these batches were already trained on
-                batch = collate(train_examples, indices).to(device)
-                ratio = teacher_forcing_ratio(tc, progress.step)
+                batch = problem.batch(key_of_batch).to(device)
                 if tc.lr_schedule == "warmup_decay":
                     for group in optimizer.param_groups:
                         group["lr"] = tc.lr * lr_factor(tc, progress.step + 1)
-                ntok = batch.num_tgt_tokens
-                summed = token_loss(ddp_model, batch, tc.label_smoothing, ratio, sampling_rng)
-                loss = summed * world / _total(ntok, world)
+                summed, count = problem.loss(ddp_model, batch, progress.step)
+                loss = summed * world / _total(count, world)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -397,14 +351,14 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                     nonfinite_in_a_row = 0
                     optimizer.step()
                     progress.step += 1
-                    window_tokens += ntok
+                    window_count += count
                     window_loss += summed.item()
                 progress.elapsed = time.time() - session_start
                 fields = None
                 if not nonfinite and progress.step % tc.log_every == 0:
-                    fields = _log_train(run, progress, optimizer, window_tokens, window_loss,
-                                        time.time() - window_start, world, ratio, grad_norm)
-                    window_tokens, window_loss, window_start = 0, 0.0, time.time()
+                    fields = _log_train(run, progress, optimizer, window_count, window_loss,
+                                        time.time() - window_start, world, grad_norm, problem)
+                    window_count, window_loss, window_start = 0, 0.0, time.time()
                 done = progress.step - first_step
                 pace = done / max(time.time() - wall_start, 1e-9) if done else None
                 end = expected_end(pace)
@@ -436,7 +390,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
             checkpoint_and_check()
     console.close()
     console.say(f"training stopped at step {progress.step}: {stop_reason[0]}")
-    result = _final_report(run.path, config, splits, console, rank, device, stop_reason[0])
+    result = _final_report(run, problem, console, rank, device, stop_reason[0])
     if world > 1:
         import torch.distributed as dist
 
@@ -444,13 +398,13 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
     return result
 
 
-def _total(ntok: int, world: int) -> int:
-    """The step's target tokens summed over all ranks."""
+def _total(count: int, world: int) -> int:
+    """The step's loss count (tokens, examples) summed over all ranks."""
     if world == 1:
-        return ntok
+        return count
     import torch.distributed as dist
 
-    t = torch.tensor([float(ntok)])
+    t = torch.tensor([float(count)])
     dist.all_reduce(t)
     return int(t.item())
 
@@ -461,16 +415,21 @@ def _limit_reason(tc, step: int) -> str:
     return f"max_epochs ({tc.max_epochs}) reached"
 
 
-def _log_train(run: RunDir, progress: Progress, optimizer, tokens: int, loss: float,
-               seconds: float, world: int, ratio: float, grad_norm) -> dict:
+def _log_train(run: RunDir, progress: Progress, optimizer, count: int, loss: float,
+               seconds: float, world: int, grad_norm, problem) -> dict:
+    extra = problem.log_fields(progress.step)
     record = dict(step=progress.step, epoch=progress.epoch + 1,
-                  train_loss=loss / max(tokens, 1),
-                  tokens_per_s=tokens * world / max(seconds, 1e-9),
-                  lr=optimizer.param_groups[0]["lr"], teacher_forcing=ratio,
+                  train_loss=loss / max(count, 1),
+                  **{f"{problem.unit}_per_s": count * world / max(seconds, 1e-9)},
+                  lr=optimizer.param_groups[0]["lr"], **extra,
                   grad_norm=float(grad_norm), elapsed=round(progress.elapsed, 1))
     run.record(record)
-    return dict(loss=f"{record['train_loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
-                lr=f"{record['lr']:.2g}", tf=f"{ratio:.2f}")
+    fields = dict(loss=f"{record['train_loss']:.3f}",
+                  **{f"{problem.unit[:3]}_s": f"{record[f'{problem.unit}_per_s']:.0f}"},
+                  lr=f"{record['lr']:.2g}")
+    if "teacher_forcing" in extra:
+        fields["tf"] = f"{extra['teacher_forcing']:.2f}"
+    return fields
 
 
 def _interrupt(run: RunDir, progress: Progress, signum: int, save, console: _Console,
@@ -504,13 +463,19 @@ def _check_resumable(config: Config, saved: dict, out_dir: Path) -> None:
     """A resumed run may change its budget (steps, minutes, validation...) and the recurrent
     backend (both compute the same function on the same parameters), not what it is."""
     now = config.to_dict()
-    saved = {section: dict(saved.get(section, {})) for section in ("data", "tokenizer", "model")}
+    sections = ("data", "tokenizer", "model") + ((config.problem,) if config.problem in now
+                                                 else ())  # the problem's own section
+    saved = {"problem": saved.get("problem", "seq2seq"),
+             **{section: dict(saved.get(section, {})) for section in sections}}
+    if saved["problem"] != config.problem:
+        raise RunError(f"{out_dir} was trained for problem {saved['problem']!r}, not "
+                       f"{config.problem!r}; resume with the same settings or start a new run")
     then = DataConfig(**{k: v for k, v in saved["data"].items() if k in now["data"]})
     for key in ("train", "valid", "test"):  # where the files lie may change, not which they are
         now["data"][key] = _normpath(config.data.path(now["data"][key]))
         saved["data"][key] = _normpath(then.path(saved["data"].get(key)))
     changed = [f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
-               for section in ("data", "tokenizer", "model")
+               for section in sections
                for key, value in now[section].items()
                if saved[section].get(key) != value and key not in ("backend", "root")]
     if changed:
@@ -530,50 +495,24 @@ def _any(flags: list[bool], world: int) -> list[bool]:
     return [bool(x > 0) for x in t.tolist()]
 
 
-def _validate(model, codec, config, valid) -> dict:
-    """Greedy decoding of the validation set, scored; loss and perplexity teacher-forced."""
-    translator = Translator(model, codec, config, model_device(model))
-    result = translator.evaluate(valid.src, valid.tgt, beam_size=1, n_best=1,
-                                 no_repeat_ngram=0, coverage_penalty=0.0)
-    hyps = result.pop("hypotheses")
-    n = min(config.train.valid_samples, len(hyps))
-    result["samples"] = [(valid.src[i], valid.tgt[i], hyps[i]) for i in range(n)]
-    return result
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _report_validation(log: _Console, progress: Progress, metrics: dict, key: str) -> None:
+def _report_validation(log: _Console, progress: Progress, metrics: dict, key: str,
+                       problem) -> None:
     if not metrics:
         log.say(f"step {progress.step}: checkpoint saved (no validation set)")
         return
     mark = " *" if metrics.get("improved") else ""
-    log.say(f"step {progress.step} valid: loss {metrics['loss']:.3f} ppl "
-            f"{metrics['ppl']:.2f} BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} "
-            f"exact {100 * metrics['exact_match']:.1f}%  [best {key} {metrics['best']:.4g}]{mark}")
-    for src, ref, hyp in metrics.get("samples", []):
-        log.say(f"    src: {src}\n    ref: {ref}\n    hyp: {hyp}")
+    first, *rest = problem.describe(metrics)
+    log.say(f"step {progress.step} valid: {first}  [best {key} {metrics['best']:.4g}]{mark}")
+    for line in rest:
+        log.say(line)
 
 
-def _final_report(out_dir: Path, config: Config, splits, log: _Console, rank: int, device,
+def _final_report(run: RunDir, problem, log: _Console, rank: int, device,
                   stop_reason: str) -> dict:
-    """Evaluate the best checkpoint on valid (and report test) with the configured search."""
+    """The problem's report on the best checkpoint, written to results.json."""
     if rank != 0:
         return {}
-    translator = Translator.from_checkpoint(out_dir, device=str(device))
-    report: dict = {"signature_note": "sacrebleu BLEU and chrF on detokenized output",
-                    "stopped": stop_reason}
-    for name, split in (("valid", splits.valid), ("test", splits.test)):
-        if split is None:
-            continue
-        metrics = translator.evaluate(split.src, split.tgt)
-        metrics.pop("hypotheses")
-        report[name] = metrics
-        log.say(f"{name} ({split.source}, {config.search.beam_size=}): BLEU "
-                f"{metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} exact "
-                f"{100 * metrics['exact_match']:.1f}%  {metrics['signature']}")
-    (out_dir / RESULTS).write_text(json.dumps(report, indent=2, ensure_ascii=False),
-                                          encoding="utf-8")
+    report = {"stopped": stop_reason, **problem.report(run.path, device, log.say)}
+    (run.path / RESULTS).write_text(json.dumps(report, indent=2, ensure_ascii=False),
+                                    encoding="utf-8")
     return report

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
-from seqlab.checkpoint import load_for_translation, load_weights, stored_codec, stored_config
+from seqlab.checkpoint import load_for_prediction, load_weights, stored_codec, stored_config
 from seqlab.config import Config, ConfigError, SearchConfig, check_ranges
 from seqlab.data import DataError, ParallelText, collate, collate_source, encode_pairs
 from seqlab.device import pick_device  # noqa: F401  (also importable from here)
@@ -21,7 +20,7 @@ from seqlab.metrics import bleu, chrf, exact_match, perplexity
 from seqlab.model import Seq2Seq, build_model
 from seqlab.prepare import Codec
 from seqlab.search import Hypothesis, beam_search, greedy_search, max_lengths, sample
-from seqlab.vocab import EOS, PAD, UNK
+from seqlab.vocab import EOS, UNK
 
 
 @dataclasses.dataclass
@@ -50,8 +49,9 @@ class Translator:
         (no such device, a damaged file, a missing part, weights that its stored config does
         not describe) is one ConfigError / CheckpointError line, before any input is read."""
         target = pick_device(device, what="--device")
-        where, state = load_for_translation(path)
-        config, codec = stored_config(state, where), stored_codec(state, where)
+        where, state = load_for_prediction(path)
+        config = stored_config(state, where, problem="seq2seq")
+        codec = stored_codec(state, where)
         model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
         m = config.model
         load_weights(model, state["model"], where, f"model.cell {m.cell}, embedding_size "
@@ -185,16 +185,16 @@ class Translator:
 
 
 def teacher_forced_nll(model: Seq2Seq, examples, device, batch_size: int = 64):
-    """Sum of -log p(reference) over tokens (no label smoothing) and the token count."""
+    """Sum of -log p(reference) over tokens (the model's own loss, no label smoothing) and
+    the token count."""
     total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             idx = list(range(start, min(start + batch_size, len(examples))))
             batch = collate(examples, idx).to(device)
-            logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
-            total += F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
-                                     ignore_index=PAD, reduction="sum").item()
+            _, summed = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+            total += summed.item()
             count += batch.num_tgt_tokens
     return total, count
 

@@ -1,4 +1,4 @@
-"""Built-in tasks: determinism, date splits, every date format checked by an independent parser."""
+"""Generated datasets: determinism, date splits, each date format checked by a parser."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from seqlab import tasks
+from seqlab import synthetic as tasks
 
 # --- an independent reader of the date formats, with its own name tables -------------------
 
@@ -215,8 +215,8 @@ def test_dates_formats_argument():
     [("copy", lambda t: t), ("reverse", lambda t: t[::-1]), ("sort", sorted)],
 )
 def test_token_tasks(name, expect):
-    pairs = tasks.make_task(name, 500, seed=3, split="train")
-    assert pairs == tasks.TASKS[name](500, seed=3)
+    pairs = tasks.make_dataset(name, 500, seed=3, split="train")
+    assert pairs == tasks.DATASETS[name].make(500, seed=3)
     alphabet = "0123456789" if name == "sort" else "abcdefgh"
     lengths = set()
     for src, tgt in pairs:
@@ -225,8 +225,8 @@ def test_token_tasks(name, expect):
         assert set(toks) <= set(alphabet)
         lengths.add(len(toks))
     assert lengths == set(range(3, 9))
-    assert pairs != tasks.make_task(name, 500, seed=3, split="test")
-    assert pairs != tasks.make_task(name, 500, seed=4, split="train")
+    assert pairs != tasks.make_dataset(name, 500, seed=3, split="test")
+    assert pairs != tasks.make_dataset(name, 500, seed=4, split="train")
 
 
 def test_copy_options():
@@ -238,12 +238,30 @@ def test_copy_options():
 
 def test_make_task_unknown_name_lists_choices():
     with pytest.raises(ValueError) as err:
-        tasks.make_task("nope", 3, seed=0, split="train")
-    for name in tasks.TASKS:
+        tasks.make_dataset("nope", 3, seed=0, split="train")
+    for name in tasks.DATASETS:
         assert name in str(err.value)
-    assert set(tasks.TASKS) >= {"dates", "copy", "reverse"}
+    assert set(tasks.DATASETS) >= {"dates", "copy", "reverse", "is_sorted", "alphabet"}
 
 
 def test_make_task_dates_matches_dates():
     want = tasks.dates(20, seed=5, split="test")
-    assert tasks.make_task("dates", 20, seed=5, split="test") == want
+    assert tasks.make_dataset("dates", 20, seed=5, split="test") == want
+
+
+def test_is_sorted_labels_say_whether_the_digits_never_decrease():
+    pairs = tasks.make_dataset("is_sorted", 400, seed=2)
+    for src, label in pairs:
+        digits = src.split(" ")
+        assert label == ("sorted" if digits == sorted(digits) else "unsorted")
+        assert 2 <= len(digits) <= 8
+    assert [label for _, label in pairs].count("sorted") == 200
+    assert pairs[:50] == tasks.make_dataset("is_sorted", 50, seed=2)
+
+
+def test_alphabet_lines_are_runs_of_consecutive_letters():
+    lines = tasks.make_dataset("alphabet", 300, seed=1)
+    for line in lines:
+        assert 3 <= len(line) <= 12
+        assert all((ord(b) - ord(a)) % 26 == 1 for a, b in zip(line, line[1:]))
+    assert lines != tasks.make_dataset("alphabet", 300, seed=1, split="valid")

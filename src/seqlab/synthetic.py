@@ -1,8 +1,11 @@
-"""Built-in generated tasks: the embedded default that needs no files and no downloads.
+"""Generated datasets: the embedded defaults that need no files and no downloads.
 
-Every task is a pure function ``task(n, *, seed, split="train") -> list[(source, target)]``
-of plain strings, deterministic for ``(n, seed, split)``, and the first ``k`` pairs of a
-call with ``n >= k`` equal the pairs of a call with ``n = k``. Pure Python, no torch.
+One or more for each problem shape (``DATASETS`` says which), chosen with
+``data.synthetic`` in a config. Every dataset is a pure function
+``make(n, *, seed, split="train")`` of plain strings, deterministic for ``(n, seed, split)``,
+and the first ``k`` items of a call with ``n >= k`` equal the items of a call with ``n = k``.
+seq2seq and classify datasets give ``(source, target)`` pairs (for classify the target is the
+label); lm datasets give lines of text. Pure Python, no torch.
 
 dates
     Human-written dates -> ISO ``YYYY-MM-DD``. The demo task of ``seqlab demo``: a
@@ -32,8 +35,18 @@ sort
     Random digits -> the digits sorted: ``"3 1 4 1 5" -> "1 1 3 4 5"``. Attention must
     find the smallest digit left, not follow a position.
 
-For copy, reverse and sort the split only changes the random stream, so the splits differ
-but may share a sequence by chance.
+is_sorted (classify)
+    Random digits -> ``sorted`` if they never decrease, else ``unsorted``, half of each:
+    ``"1 3 3 7" -> sorted``, ``"3 1 4" -> unsorted``. A many-to-one problem that needs the
+    whole sequence: no single position decides it.
+
+alphabet (lm)
+    Lines of consecutive letters from a random start, wrapping after z: ``"xyzab"``. A
+    character model learns that each letter is followed by the next one; only a line's first
+    letter and its length are random.
+
+For copy, reverse, sort, is_sorted and alphabet the split only changes the random stream,
+so the splits differ but may share a sequence by chance.
 
 Ambiguity. Every date format is unambiguous, on its own and among all the others:
 a numeric format is identified by its separator and never shares it with a format that
@@ -53,6 +66,7 @@ import datetime
 import hashlib
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 YEARS = (1950, 2049)  # inclusive; two-digit year yy means 19yy if yy >= 50 else 20yy
@@ -234,16 +248,54 @@ def sort(
     return [(" ".join(s), " ".join(sorted(s))) for s in seqs]
 
 
-TASKS: dict[str, Callable[..., list[tuple[str, str]]]] = {
-    "dates": dates,
-    "copy": copy,
-    "reverse": reverse,
-    "sort": sort,
+def is_sorted(n: int, *, seed: int, split: str = "train", min_len: int = 3, max_len: int = 8,
+              alphabet: str = "0123456789") -> list[tuple[str, str]]:
+    """`n` pairs (digits, "sorted" | "unsorted"), alternating labels: even items are sorted
+    sequences, odd items are sequences that decrease somewhere."""
+    seqs = _tokens("is_sorted", n, seed, split, max(min_len, 2), max_len, alphabet)
+    rng = random.Random(f"is_sorted-order:{split}:{seed}")
+    pairs = []
+    for i, s in enumerate(seqs):
+        if i % 2 == 0:
+            s = sorted(s)
+        else:
+            while s == sorted(s):  # a decreasing step somewhere (redraw a constant run)
+                s = [rng.choice(alphabet) for _ in s]
+        pairs.append((" ".join(s), "sorted" if i % 2 == 0 else "unsorted"))
+    return pairs
+
+
+def alphabet(n: int, *, seed: int, split: str = "train", min_len: int = 3,
+             max_len: int = 12) -> list[str]:
+    """`n` lines of consecutive lower-case letters from a random start, wrapping after z."""
+    _check_split(split)
+    rng = random.Random(f"alphabet:{split}:{seed}")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    lines = []
+    for _ in range(n):
+        start, length = rng.randrange(26), rng.randint(min_len, max_len)
+        lines.append("".join(letters[(start + i) % 26] for i in range(length)))
+    return lines
+
+
+@dataclass(frozen=True)
+class Dataset:
+    problem: str  # the problem shape it is made for (config.problem)
+    make: Callable[..., list]
+
+
+DATASETS: dict[str, Dataset] = {
+    "dates": Dataset("seq2seq", dates),
+    "copy": Dataset("seq2seq", copy),
+    "reverse": Dataset("seq2seq", reverse),
+    "sort": Dataset("seq2seq", sort),
+    "is_sorted": Dataset("classify", is_sorted),
+    "alphabet": Dataset("lm", alphabet),
 }
 
 
-def make_task(name: str, n: int, *, seed: int, split: str = "train") -> list[tuple[str, str]]:
-    """`n` pairs of the built-in task `name` with its default settings."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[name](n, seed=seed, split=split)
+def make_dataset(name: str, n: int, *, seed: int, split: str = "train") -> list:
+    """`n` items of the generated dataset `name` with its default settings."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name].make(n, seed=seed, split=split)
