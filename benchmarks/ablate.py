@@ -3,11 +3,16 @@
     python benchmarks/ablate.py train configs/multi30k_de_en.yaml --minutes 12 --parallel 2
     python benchmarks/ablate.py search runs/m30k_de_en --beams 1 3 5 10 --alphas 0 0.6 1 1.5
 
-`train`: every variant (the recipe itself = "baseline", then one change each, see VARIANTS) is
-trained for the same number of minutes, `--parallel` runs at a time with one CPU thread each, so
-each run gets one core and every pair shares the machine the same way. The score is the best
-greedy validation BLEU seen by training (validation every `--valid-every` steps and at the
-end of the budget; validation time counts against the budget). Test sets are never read.
+`train`: every variant of the recipe's problem (the recipe itself = "baseline", then one change
+each, see VARIANTS) is trained for the same number of minutes, `--parallel` runs at a time with
+one CPU thread each, so each run gets one core and every pair shares the machine the same way.
+The score is the best validation value of the recipe's early-stopping metric seen by training
+(greedy BLEU for seq2seq, accuracy for classify, nats per token for lm; validation every
+`--valid-every` steps and at the end of the budget; validation time counts against the
+budget). Test sets are never read.
+
+    python benchmarks/ablate.py train configs/nsmc_sentiment.yaml --minutes 5 \
+        --results benchmarks/results/ablation_nsmc.json
 
 `search`: decodes the validation set of a trained run with every beam size x length penalty.
 
@@ -26,8 +31,8 @@ from pathlib import Path
 
 from machine import machine_info, run_main, uptime
 
-# name -> (what changes, --set overrides); one change from the recipe each
-VARIANTS = {
+# problem -> name -> (what changes, --set overrides); one change from the recipe each
+SEQ2SEQ = {
     "baseline": ("the recipe as committed", []),
     "lstm": ("LSTM cells instead of GRU", ["model.cell=lstm"]),
     "general": ("general (bilinear) attention instead of additive",
@@ -47,28 +52,61 @@ VARIANTS = {
     "input_feeding": ("input feeding (decoder steps one token at a time)",
                       ["model.input_feeding=true"]),
 }
+CLASSIFY = {
+    "baseline": ("the recipe as committed", []),
+    "gru": ("GRU cells instead of LSTM", ["model.cell=gru"]),
+    "rnn": ("vanilla RNN cells (tanh) instead of LSTM", ["model.cell=rnn"]),
+    "pool_final": ("final states instead of max pooling", ["classify.pooling=final"]),
+    "pool_mean": ("mean pooling instead of max", ["classify.pooling=mean"]),
+    "pool_attention": ("attention pooling instead of max", ["classify.pooling=attention"]),
+    "char": ("characters (Hangul syllables) instead of sentencepiece",
+             ["tokenizer.kind=char", "tokenizer.vocab_size=8000"]),
+    "spm8k": ("sentencepiece 8k instead of 16k", ["tokenizer.vocab_size=8000"]),
+    "spm32k": ("sentencepiece 32k instead of 16k", ["tokenizer.vocab_size=32000"]),
+    "unidirectional": ("unidirectional encoder", ["model.bidirectional=false"]),
+}
+LM = {
+    "baseline": ("the recipe as committed", []),
+    "gru": ("GRU cells instead of LSTM", ["model.cell=gru"]),
+    "bptt64": ("TBPTT chunks of 64 characters instead of 128", ["lm.bptt=64"]),
+    "bptt256": ("TBPTT chunks of 256 characters instead of 128", ["lm.bptt=256"]),
+    "lines": ("every line a sequence of its own instead of one running text",
+              ["lm.mode=lines"]),
+    "one_layer": ("1 layer instead of 2", ["model.encoder_layers=1"]),
+    "dropout0": ("no dropout", ["model.dropout=0.0"]),
+}
+VARIANTS = {"seq2seq": SEQ2SEQ, "classify": CLASSIFY, "lm": LM}
 RESULTS = Path(__file__).parent / "results"
 
 
-def run_summary(run: Path) -> dict:
+def run_summary(run: Path, metric: str, higher_is_better: bool) -> dict:
+    """The best validation value of `metric` in a run's log, and its throughput."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    valid = [r for r in records if "valid_bleu" in r]
-    train = [r for r in records if "tokens_per_s" in r]
-    best = max(valid, key=lambda r: r["valid_bleu"]) if valid else {}
-    return {"valid_bleu": round(best.get("valid_bleu", 0.0), 2),
-            "valid_chrf": round(best.get("valid_chrf", 0.0), 2),
-            "valid_ppl": round(min((r["valid_ppl"] for r in valid), default=float("nan")), 2),
+    key = f"valid_{metric}"
+    valid = [r for r in records if key in r]
+    rate = next((k for r in records for k in r if k.endswith("_per_s")), "tokens_per_s")
+    train = [r for r in records if rate in r]
+    pick = max if higher_is_better else min
+    best = pick(valid, key=lambda r: r[key]) if valid else {}
+    extra = [k for k in ("valid_chrf", "valid_ppl", "valid_macro_f1", "valid_bpc")
+             if k in best]
+    return {"metric": metric, "valid": round(best.get(key, float("nan")), 4),
+            **{k: round(best[k], 4) for k in extra},
             "best_step": best.get("step"), "steps": max((r["step"] for r in records), default=0),
-            "tokens_per_s": round(sum(r["tokens_per_s"] for r in train[1:]) /
-                                  max(1, len(train) - 1)),
-            "curve": [(r["step"], round(r["valid_bleu"], 2)) for r in valid]}
+            "rate": rate, "per_s": round(sum(r[rate] for r in train[1:]) /
+                                          max(1, len(train) - 1)),
+            "curve": [(r["step"], round(r[key], 4)) for r in valid]}
 
 
 def ablate_train(args) -> dict:
-    names = args.variants or list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
+    from seqlab.config import load_config
+
+    config = load_config(args.config, args.set)
+    variants = VARIANTS[config.problem]
+    names = args.variants or list(variants)
+    unknown = [n for n in names if n not in variants]
     if unknown:
-        sys.exit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+        sys.exit(f"unknown variant(s) {unknown}; choose from {list(variants)}")
     root = Path(args.runs)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     rows = {}
@@ -86,7 +124,7 @@ def ablate_train(args) -> dict:
                    # no test set, and greedy for the final report: only valid is judged
                    "--set", "data.test=null", "--set", "search.beam_size=1",
                    "--set", "search.length_penalty=0.0"]
-            for override in args.set + VARIANTS[name][1]:
+            for override in args.set + variants[name][1]:
                 cmd += ["--set", override]
             run.mkdir(parents=True, exist_ok=True)
             log = open(run.parent / f"{name}.log", "w")
@@ -98,7 +136,9 @@ def ablate_train(args) -> dict:
                 print(f"{name} failed: see {root / (name + '.log')}", file=sys.stderr)
         for name in group:
             if (root / name / "metrics.jsonl").exists():
-                rows[name] = {"change": VARIANTS[name][0], **run_summary(root / name)}
+                rows[name] = {"change": variants[name][0],
+                              **run_summary(root / name, config.stopping_metric,
+                                            config.higher_is_better)}
     return {"kind": "train", "config": args.config, "minutes": args.minutes,
             "parallel": args.parallel, "threads_per_run": 1, "overrides": args.set,
             "valid_every": args.valid_every, "rows": rows}
@@ -136,13 +176,17 @@ def table(result: dict) -> str:
             lines.append(f"| {r['beam']} | {r['alpha'] if r['alpha'] is not None else '-'} | "
                          f"{r['valid_bleu']} | {r['valid_chrf']} | {r['seconds']} |")
         return "\n".join(lines)
-    base = result["rows"].get("baseline", {}).get("valid_bleu")
-    lines = ["| variant | change | val BLEU (greedy) | vs baseline | val chrF | steps "
-             "| tgt tok/s |", "|---|---|---|---|---|---|---|"]
-    for name, r in result["rows"].items():
-        delta = f"{r['valid_bleu'] - base:+.2f}" if base is not None else "-"
-        lines.append(f"| {name} | {r['change']} | {r['valid_bleu']} | {delta} | "
-                     f"{r['valid_chrf']} | {r['steps']} | {r['tokens_per_s']} |")
+    rows = result["rows"]
+    if not rows:
+        return "(no rows)"
+    first = next(iter(rows.values()))
+    base = rows.get("baseline", {}).get("valid")
+    lines = [f"| variant | change | best valid {first['metric']} | vs baseline | steps "
+             f"| {first['rate']} |", "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        delta = f"{r['valid'] - base:+.4f}" if base is not None else "-"
+        lines.append(f"| {name} | {r['change']} | {r['valid']} | {delta} | {r['steps']} | "
+                     f"{r['per_s']} |")
     return "\n".join(lines)
 
 
@@ -154,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--minutes", type=float, default=12)
     t.add_argument("--parallel", type=int, default=2, help="runs at a time, 1 thread each")
     t.add_argument("--valid-every", type=int, default=100)
-    t.add_argument("--variants", nargs="*", help=f"subset of {list(VARIANTS)}")
+    t.add_argument("--variants", nargs="*", help="subset of the problem's variants: "
+                   + "; ".join(f"{p}: {', '.join(v)}" for p, v in VARIANTS.items()))
     t.add_argument("--set", action="append", default=[], help="override for every variant")
     t.add_argument("--runs", default="runs/ablation")
     t.add_argument("--force", action="store_true", help="retrain variants already run")

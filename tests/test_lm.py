@@ -16,6 +16,7 @@ from seqlab.problems.lm import (
     Generator,
     LMProblem,
     RNNLanguageModel,
+    build_lm,
     read_text,
 )
 from seqlab.search import greedy_search
@@ -94,6 +95,16 @@ def test_hello_is_learned_and_the_loss_is_the_summed_cross_entropy():
         by_hand(logits) + (logits[0, 3, targets[0, 3]] - logits[0, 3].logsumexp(-1)).item(),
         abs=1e-6)
     assert model(inputs)[1] is None
+
+
+def test_build_lm_reads_the_model_config():
+    config = _config(model={"cell": "lstm", "encoder_layers": 2, "embedding_size": 24,
+                            "hidden_size": 24, "tie_embeddings": True, "backend": "cells"})
+    model = build_lm(config.model, 31)
+    assert model.out.weight is model.embed.weight
+    assert (model.rnn.cell, model.rnn.num_layers, model.rnn.backend) == ("lstm", 2, "cells")
+    logits, _, (h, c) = model(torch.randint(4, 31, (2, 5)))
+    assert logits.shape == (2, 5, 31) and h.shape == c.shape == (2, 2, 24)
 
 
 @pytest.mark.parametrize("backend", ["fused", "cells"])

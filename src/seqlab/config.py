@@ -57,6 +57,9 @@ class DataConfig:
     root: str | None = None  # folder that relative train/valid/test paths are read from
     train: str | None = None  # prefix: reads TRAIN.SRC and TRAIN.TGT (or a file, see format)
     valid: str | None = None  # validation data: every choice (early stopping, ...) is made here
+    # no valid file: hold out this many training examples as the validation set (a fixed
+    # pseudo-random choice, the same for every seed and config)
+    valid_holdout: int | None = check(None, "> 0")
     test: str | None = None  # test data: only reported, never used for a choice
     src: str = "src"  # parallel: source-side file suffix, e.g. "de" (classify: the text side)
     tgt: str = "tgt"  # parallel: target-side file suffix, e.g. "en" (classify: the label side)
@@ -280,6 +283,11 @@ def _check_problem(config: Config, lines: dict[str, str]) -> None:
         if shape != problem:
             _fail(lines, "data.synthetic", f"data.synthetic: {d.synthetic!r} is a {shape} "
                   f"dataset, but problem is {problem!r}")
+    if d.valid_holdout is not None and (d.valid is not None or d.synthetic is not None):
+        _fail(lines, "data.valid_holdout", "data.valid_holdout holds validation examples out "
+              "of the training data; it cannot be used with data.valid or data.synthetic")
+    if d.synthetic is not None:
+        pass
     elif d.format == "text" and problem != "lm":
         _fail(lines, "data.format", f"data.format: 'text' (one running text) is for problem "
               f"lm, not {problem!r}; use parallel or tsv")

@@ -282,3 +282,38 @@ def plot_gradient_flow(
         if title:
             ax.set_title(title)
         return _save(fig, path)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path,
+                   title: str | None = None) -> Path:
+    """Confusion matrix: row g = gold label, column p = predicted label, each cell the count
+    and its share of the row (recall on the diagonal); colour = that share. Saved as PNG."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, dtype=float)
+    if m.shape != (len(labels), len(labels)):
+        raise ValueError(f"matrix has shape {m.shape} but there are {len(labels)} labels")
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    n = len(labels)
+    size = min(20.0, max(4.0, 1.5 + 0.8 * n))
+    with _use_hangul_font():
+        fig = Figure(figsize=(size + 1.0, size))
+        ax = fig.add_subplot()
+        image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        fig.colorbar(image, ax=ax, label="share of the gold label's examples")
+        if n <= 30:
+            for g in range(n):
+                for p in range(n):
+                    ax.text(p, g, f"{int(m[g, p]):,}\n{100 * share[g, p]:.1f}%", ha="center",
+                            va="center", fontsize=8,
+                            color="white" if share[g, p] > 0.5 else "black")
+        ax.set_xticks(range(n), labels=list(labels), rotation=90 if n > 8 else 0)
+        ax.set_yticks(range(n), labels=list(labels))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        total = m.sum()
+        accuracy = np.trace(m) / total if total else 0.0
+        ax.set_title(f"{title + chr(10) if title else ''}accuracy {100 * accuracy:.2f}% of "
+                     f"{int(total):,}")
+        return _save(fig, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seqlab.config import Config, DataConfig
-from seqlab.data import Example, ParallelText, encode_pairs, read_parallel, read_tsv
+from seqlab.data import DataError, Example, ParallelText, encode_pairs, read_parallel, read_tsv
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
 from seqlab.vocab import Vocab
 
@@ -70,9 +70,29 @@ def read_splits(cfg: Config) -> Splits:
         return Splits(_generated(d, "train", d.synthetic_train_size, seed),
                       _generated(d, "valid", d.synthetic_eval_size, seed),
                       _generated(d, "test", d.synthetic_eval_size, seed))
-    return Splits(_read(d, d.train),
-                  _read(d, d.valid) if d.valid else None,
-                  _read(d, d.test) if d.test else None)
+    train = _read(d, d.train)
+    valid = _read(d, d.valid) if d.valid else None
+    if d.valid_holdout is not None:
+        train, valid = hold_out(train, d.valid_holdout)
+    return Splits(train, valid, _read(d, d.test) if d.test else None)
+
+
+def hold_out(pairs: ParallelText, n: int) -> tuple[ParallelText, ParallelText]:
+    """(the rest, n pairs held out): a fixed pseudo-random choice (random.Random("holdout")),
+    the same for every seed, so that every run of an ablation is judged on the same set."""
+    import random
+
+    if n >= len(pairs):
+        raise DataError(f"{pairs.source}: data.valid_holdout={n} leaves no training data "
+                        f"({len(pairs)} pairs)")
+    chosen = set(random.Random("holdout").sample(range(len(pairs)), n))
+
+    def part(keep: bool, label: str) -> ParallelText:
+        rows = [i for i in range(len(pairs)) if (i in chosen) != keep]
+        return ParallelText([pairs.src[i] for i in rows], [pairs.tgt[i] for i in rows],
+                            pairs.skipped_empty if keep else 0, f"{pairs.source} ({label})")
+
+    return part(True, f"without {n} held out"), part(False, f"{n} held out")
 
 
 def build_codec(cfg: Config, train: ParallelText) -> Codec:

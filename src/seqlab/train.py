@@ -415,6 +415,9 @@ def _limit_reason(tc, step: int) -> str:
     return f"max_epochs ({tc.max_epochs}) reached"
 
 
+_UNIT_SHORT = {"tokens": "tok", "examples": "ex"}
+
+
 def _log_train(run: RunDir, progress: Progress, optimizer, count: int, loss: float,
                seconds: float, world: int, grad_norm, problem) -> dict:
     extra = problem.log_fields(progress.step)
@@ -425,7 +428,8 @@ def _log_train(run: RunDir, progress: Progress, optimizer, count: int, loss: flo
                   grad_norm=float(grad_norm), elapsed=round(progress.elapsed, 1))
     run.record(record)
     fields = dict(loss=f"{record['train_loss']:.3f}",
-                  **{f"{problem.unit[:3]}_s": f"{record[f'{problem.unit}_per_s']:.0f}"},
+                  **{_UNIT_SHORT.get(problem.unit, problem.unit) + "_s":
+                     f"{record[f'{problem.unit}_per_s']:.0f}"},
                   lr=f"{record['lr']:.2g}")
     if "teacher_forcing" in extra:
         fields["tf"] = f"{extra['teacher_forcing']:.2f}"

@@ -103,6 +103,19 @@ def text_lines(text: str) -> list[str]:
 # Text <-> ids
 
 
+def stream_tokens(tokenizer: Tokenizer, text: str) -> list[str]:
+    """A running text -> tokens, each "\\n" a token of its own: every line is tokenized alone
+    (so subword and word tokenizers see sentences), "\\n" between them. For the char
+    tokenizer this is exactly list(text)."""
+    tokens: list[str] = []
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        tokens += tokenizer.tokenize(line)
+        if i < len(lines) - 1:
+            tokens.append("\n")
+    return tokens
+
+
 @dataclass
 class LMCodec:
     """The tokenizer and the vocabulary; saved in checkpoints as plain data."""
@@ -111,16 +124,7 @@ class LMCodec:
     vocab: Vocab
 
     def stream_tokens(self, text: str) -> list[str]:
-        """A running text -> tokens, each "\\n" a token of its own: every line is tokenized
-        alone (so subword and word tokenizers see sentences), then "\\n" between them. For the
-        char tokenizer this is exactly list(text)."""
-        tokens: list[str] = []
-        lines = text.split("\n")
-        for i, line in enumerate(lines):
-            tokens += self.tokenizer.tokenize(line)
-            if i < len(lines) - 1:
-                tokens.append("\n")
-        return tokens
+        return stream_tokens(self.tokenizer, text)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text (stops at <eos>; <pad> and <sos> dropped)."""
@@ -140,11 +144,9 @@ def build_codec(config: Config, text: str) -> LMCodec:
     t, lines = config.tokenizer, text_lines(text)
     tokenizer = build_tokenizer(t.kind, lines, vocab_size=t.vocab_size, model_type=t.model_type,
                                 character_coverage=t.character_coverage)
-    codec = LMCodec(tokenizer, Vocab(list(SPECIALS)))
-    tokens = ([codec.stream_tokens(text)] if config.lm.mode == "stream"
+    tokens = ([stream_tokens(tokenizer, text)] if config.lm.mode == "stream"
               else (tokenizer.tokenize(line) for line in lines))
-    codec.vocab = Vocab.build(tokens, min_freq=t.min_freq, max_size=t.max_vocab)
-    return codec
+    return LMCodec(tokenizer, Vocab.build(tokens, min_freq=t.min_freq, max_size=t.max_vocab))
 
 
 @dataclass
@@ -282,7 +284,7 @@ class RNNLanguageModel(nn.Module):
         if targets is None:
             return logits, None, final
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                               reduction="sum", label_smoothing=label_smoothing)
+                               ignore_index=PAD, reduction="sum", label_smoothing=label_smoothing)
         return logits, loss, final
 
     # ------------------------------------------------------------------ search protocol
@@ -691,8 +693,8 @@ class Generator:
         `seed` (see `seqlab.search.sample`; the same seed gives the same text)."""
         if length < 0:
             raise ConfigError(f"length must be >= 0, got {length}")
-        if not greedy and (temperature <= 0 or top_k < 0 or not 0 < top_p <= 1):
-            raise ConfigError(f"sampling needs temperature > 0, top_k >= 0 and 0 < top_p <= 1, "
+        if not greedy and (temperature <= 0 or top_k < 0 or not 0 <= top_p <= 1):
+            raise ConfigError(f"sampling needs temperature > 0, top_k >= 0 and 0 <= top_p <= 1, "
                               f"got {temperature:g}, {top_k} and {top_p:g}")
         ids = self._context(prime)
         if length == 0:

@@ -1,0 +1,385 @@
+"""Many-to-one: sequence classification (sentiment, topic, "is this sequence sorted").
+
+    x_1..S  --embed-->  e_1..S  --Recurrent (any cell, bidirectional, layers)-->  h_1..S
+    summary  c = pool(h_1..S)                    (classify.pooling, below)
+    p(label | x) = softmax(W dropout(c) + b)
+    loss = cross-entropy summed over the batch (count = examples)
+
+Pooling over the real (non-padding) positions of the top layer's states h_i (B, S, M):
+
+    final      c = [h_S(forward); h_1(backward)]    the state-space view: the last state
+    mean       c = (1 / S) sum_i h_i
+    max        c_k = max_i h_ik                     each feature's strongest evidence
+    attention  a_i = softmax_i(v^T tanh(W h_i + b)),  c = sum_i a_i h_i
+               (a learned query scores every state: Bahdanau's additive attention with one
+               fixed query, as in Yang et al. 2016 / Lin et al. 2017 with one head)
+
+Data are (text, label) pairs: parallel files PREFIX.SRC (texts) + PREFIX.TGT (labels), a
+TSV (columns by number or, with a header, by name), or a generated dataset. The label set is
+the training labels, sorted; a validation or test label outside it is an error. Texts end
+with EOS, as seq2seq sources do, so an empty text is still one position long.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from seqlab.config import Config, ModelConfig
+from seqlab.data import DataError, ParallelText, TokenBatchSampler, _pad
+from seqlab.recurrent import Recurrent
+from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
+from seqlab.vocab import EOS, PAD, UNK, Vocab
+
+POOLINGS = ("final", "mean", "max", "attention")
+
+
+# ---------------------------------------------------------------------------------- the model
+class RNNClassifier(nn.Module):
+    """embed -> Recurrent -> pool -> dropout -> linear: src (B, S) -> logits (B, C)."""
+
+    def __init__(self, *, vocab_size: int, num_labels: int, embedding_size: int,
+                 hidden_size: int, cell: str, num_layers: int, bidirectional: bool,
+                 dropout: float, pooling: str, backend: str = "auto", reset_after: bool = True):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        directions = 2 if bidirectional else 1
+        self.pooling = pooling
+        self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = Recurrent(cell, embedding_size, hidden_size // directions,
+                             num_layers=num_layers, bidirectional=bidirectional,
+                             dropout=dropout, backend=backend, reset_after=reset_after)
+        size = hidden_size // directions * directions  # M
+        if pooling == "attention":
+            self.score = nn.Sequential(nn.Linear(size, size), nn.Tanh(),
+                                       nn.Linear(size, 1, bias=False))  # v^T tanh(W h + b)
+        self.out = nn.Linear(size, num_labels)
+
+    def summary(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        """-> c (B, M), and the attention pooling's weights (B, S) (else None)."""
+        states, final = self.rnn(self.dropout(self.embed(src)), src_lengths)  # (B, S, M)
+        mask = src != PAD  # (B, S)
+        if self.pooling == "final":
+            h = final[0] if isinstance(final, tuple) else final  # (L*D, B, H)
+            D = self.rnn.directions
+            return h[-D:].transpose(0, 1).reshape(src.size(0), -1), None  # (B, D*H)
+        if self.pooling == "mean":
+            total = (states * mask.unsqueeze(-1)).sum(1)  # padded outputs are zero anyway
+            return total / src_lengths.unsqueeze(-1).to(states.dtype), None
+        if self.pooling == "max":
+            return states.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values, None
+        scores = self.score(states).squeeze(-1).masked_fill(~mask, float("-inf"))  # (B, S)
+        weights = scores.softmax(-1)
+        return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights  # (B, M)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, labels: Tensor | None = None, *,
+                label_smoothing: float = 0.0) -> tuple[Tensor, Tensor | None]:
+        """src (B, S) padded with PAD, src_lengths (B,), labels (B,) or None
+        -> logits (B, C), cross-entropy summed over the batch (None without labels)."""
+        c, _ = self.summary(src, src_lengths)
+        logits = self.out(self.dropout(c))  # (B, C)
+        if labels is None:
+            return logits, None
+        return logits, F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
+                                       reduction="sum")
+
+
+def build_classifier(cfg: ModelConfig, vocab_size: int, num_labels: int,
+                     pooling: str) -> RNNClassifier:
+    return RNNClassifier(vocab_size=vocab_size, num_labels=num_labels,
+                         embedding_size=cfg.embedding_size, hidden_size=cfg.hidden_size,
+                         cell=cfg.cell, num_layers=cfg.encoder_layers,
+                         bidirectional=cfg.bidirectional, dropout=cfg.dropout, pooling=pooling,
+                         backend=cfg.backend, reset_after=cfg.gru_reset_after)
+
+
+# ---------------------------------------------------------------------------------- the data
+@dataclass
+class LabelCodec:
+    """Text -> ids (tokenizer, vocabulary) and label <-> index; saved in checkpoints."""
+
+    tokenizer: Tokenizer
+    vocab: Vocab
+    labels: list[str]
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.vocab.encode(self.tokenizer.tokenize(text)) + [EOS]
+
+    def label_ids(self, labels: Sequence[str], source: str) -> list[int]:
+        index = {label: i for i, label in enumerate(self.labels)}
+        for label in labels:
+            if label not in index:
+                raise DataError(f"{source}: label {label!r} was never seen in training "
+                                f"(training labels: {', '.join(self.labels)})")
+        return [index[label] for label in labels]
+
+    def state_dict(self) -> dict:
+        return {"tokenizer": self.tokenizer.state_dict(), "vocab": self.vocab.state_dict(),
+                "labels": list(self.labels)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> LabelCodec:
+        return cls(tokenizer_from_state_dict(state["tokenizer"]),
+                   Vocab.from_state_dict(state["vocab"]), list(state["labels"]))
+
+
+def build_label_codec(config: Config, train: ParallelText) -> LabelCodec:
+    t = config.tokenizer
+    tokenizer = build_tokenizer(t.kind, train.src, vocab_size=t.vocab_size,
+                                model_type=t.model_type, character_coverage=t.character_coverage)
+    vocab = Vocab.build((tokenizer.tokenize(x) for x in train.src), min_freq=t.min_freq,
+                        max_size=t.max_vocab)
+    labels = sorted(set(train.tgt))
+    if len(labels) < 2:
+        raise DataError(f"{train.source}: a classifier needs at least 2 labels, found "
+                        f"{len(labels)} ({', '.join(labels)})")
+    return LabelCodec(tokenizer, vocab, labels)
+
+
+@dataclass
+class LabelledBatch:
+    """src (B, S) long padded with PAD, each row ending with EOS; src_lengths (B,);
+    labels (B,) long or None; index (B,) each row's position in the example list."""
+
+    src: Tensor
+    src_lengths: Tensor
+    labels: Tensor | None
+    index: Tensor
+
+    def to(self, device) -> LabelledBatch:
+        return LabelledBatch(*(None if x is None else x.to(device)
+                               for x in dataclasses.astuple(self)))
+
+
+def collate_labelled(ids: Sequence[list[int]], labels: Sequence[int] | None,
+                     indices: Sequence[int]) -> LabelledBatch:
+    rows = [ids[i] for i in indices]
+    return LabelledBatch(_pad(rows), torch.tensor([len(r) for r in rows]),
+                         None if labels is None else torch.tensor([labels[i] for i in indices]),
+                         torch.tensor(list(indices)))
+
+
+# ---------------------------------------------------------------------------------- metrics
+def confusion_matrix(predicted: Sequence[int], gold: Sequence[int], n: int) -> list[list[int]]:
+    """m[g][p] = how many examples of gold label g were predicted as p."""
+    m = [[0] * n for _ in range(n)]
+    for p, g in zip(predicted, gold, strict=True):
+        m[g][p] += 1
+    return m
+
+
+def macro_f1(matrix: list[list[int]]) -> float:
+    """Mean over labels of F1 = 2 P R / (P + R) (0 for a label never predicted nor present)."""
+    n, scores = len(matrix), []
+    for k in range(n):
+        tp = matrix[k][k]
+        predicted = sum(matrix[g][k] for g in range(n))
+        present = sum(matrix[k])
+        scores.append(2 * tp / (predicted + present) if predicted + present else 0.0)
+    return sum(scores) / n
+
+
+def score(logits: Tensor, gold: Sequence[int], labels: Sequence[str]) -> dict:
+    """Accuracy, macro-F1, mean loss (nats) and the confusion matrix of logits (N, C)."""
+    gold_t = torch.tensor(list(gold))
+    predicted = logits.argmax(-1).tolist()
+    matrix = confusion_matrix(predicted, list(gold), len(labels))
+    loss = F.cross_entropy(logits.float(), gold_t, reduction="sum").item()
+    return {"accuracy": sum(p == g for p, g in zip(predicted, gold)) / max(len(gold), 1),
+            "macro_f1": macro_f1(matrix), "loss": loss / max(len(gold), 1),
+            "examples": len(gold), "labels": list(labels), "confusion": matrix}
+
+
+# ---------------------------------------------------------------------------------- prediction
+@dataclass
+class Prediction:
+    label: str
+    probability: float  # of that label
+    probabilities: dict[str, float]  # of every label
+
+
+class Classifier:
+    """A trained classifier: texts in, labels with probabilities out, in the input's order.
+
+        classifier = Classifier.from_checkpoint("runs/nsmc")
+        classifier.predict(["재밌다", "지루했다"])   # -> [Prediction("1", 0.97, ...), ...]
+    """
+
+    def __init__(self, model: RNNClassifier, codec: LabelCodec, config: Config,
+                 device: torch.device | str = "cpu"):
+        self.model = model.to(device).eval()
+        self.codec, self.config, self.device = codec, config, torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Classifier:
+        from seqlab.checkpoint import (CheckpointError, load_for_prediction, load_weights,
+                                       stored_config)
+        from seqlab.device import pick_device
+
+        target = pick_device(device, what="--device")
+        where, state = load_for_prediction(path)
+        config = stored_config(state, where, problem="classify")
+        try:
+            codec = LabelCodec.from_state_dict(state["problem"])
+        except Exception as exc:  # KeyError, TypeError, sentencepiece's RuntimeError
+            raise CheckpointError(f"{where}: its tokenizer and labels are damaged "
+                                  f"({type(exc).__name__}: {exc})") from None
+        model = build_classifier(config.model, len(codec.vocab), len(codec.labels),
+                                 config.classify.pooling)
+        load_weights(model, state["model"], where)
+        return cls(model, codec, config, target)
+
+    def logits(self, texts: Sequence[str]) -> Tensor:
+        """(N, C) on the CPU, in the input's order; batches of similar lengths."""
+        ids = [self.codec.encode_text(t) for t in texts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = torch.empty(len(ids), len(self.codec.labels))
+        size = self.config.search.batch_size
+        self.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(order), size):
+                batch = collate_labelled(ids, None, order[start : start + size]).to(self.device)
+                logits, _ = self.model(batch.src, batch.src_lengths)
+                out[batch.index.cpu()] = logits.float().cpu()
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        probs = self.logits(texts).softmax(-1)
+        labels = self.codec.labels
+        return [Prediction(labels[int(p.argmax())], float(p.max()),
+                           {label: float(q) for label, q in zip(labels, p)}) for p in probs]
+
+    def evaluate(self, texts: Sequence[str], labels: Sequence[str], source: str = "data") -> dict:
+        """Accuracy, macro-F1, loss and confusion matrix against gold labels."""
+        gold = self.codec.label_ids(labels, source)
+        return score(self.logits(texts), gold, self.codec.labels)
+
+    def count_unknown(self, texts: Sequence[str]) -> int:
+        """How many texts hold a token never seen in training (read as <unk>)."""
+        return sum(UNK in self.codec.encode_text(t) for t in texts if t.strip())
+
+
+# ---------------------------------------------------------------------------------- the problem
+class ClassifyProblem:
+    unit = "examples"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.splits = self.codec = None
+        self.ids: list[list[int]] = []
+        self.labels: list[int] = []
+        self._samplers: dict = {}
+
+    def prepare(self, state: dict | None = None) -> str:
+        from seqlab.prepare import read_splits
+
+        config, t0 = self.config, time.time()
+        self.splits = splits = read_splits(config)
+        self.codec = codec = (LabelCodec.from_state_dict(state) if state
+                              else build_label_codec(config, splits.train))
+        for split in (splits.valid, splits.test):  # unknown labels: found before training
+            if split is not None:
+                codec.label_ids(split.tgt, split.source)
+        limit, ids, labels = config.data.max_src_len, [], []
+        for text, label in zip(splits.train.src, codec.label_ids(splits.train.tgt,
+                                                                  splits.train.source)):
+            row = codec.encode_text(text)
+            if len(row) - 1 <= limit:
+                ids.append(row)
+                labels.append(label)
+        if not ids:
+            raise DataError(f"{splits.train.source}: no training text is within "
+                            f"data.max_src_len={limit} tokens")
+        self.ids, self.labels = ids, labels
+        counts = [labels.count(k) for k in range(len(codec.labels))]
+        return (f"data: {len(ids)} training examples from {splits.train.source} "
+                f"({splits.train.skipped_empty} with an empty side skipped, "
+                f"{len(splits.train) - len(ids)} over the length limit); labels "
+                + ", ".join(f"{name} ({n})" for name, n in zip(codec.labels, counts))
+                + f"; vocabulary {len(codec.vocab)} ({config.tokenizer.kind}) "
+                f"[{time.time() - t0:.1f}s]")
+
+    def build_model(self) -> RNNClassifier:
+        return build_classifier(self.config.model, len(self.codec.vocab),
+                                len(self.codec.labels), self.config.classify.pooling)
+
+    def describe_model(self, model) -> str:
+        m = self.config.model
+        return (f"{m.cell} {'bi' if m.bidirectional else 'uni'}directional encoder, "
+                f"{self.config.classify.pooling} pooling, {len(self.codec.labels)} labels, "
+                f"recurrent backend {model.rnn.backend}")
+
+    def state_dict(self) -> dict:
+        return self.codec.state_dict()
+
+    def train_state(self) -> dict:
+        return {}
+
+    def load_train_state(self, state: dict) -> None:
+        pass
+
+    def batches(self, epoch: int, rank: int, world: int) -> list[list[int]]:
+        if (rank, world) not in self._samplers:
+            self._samplers[rank, world] = TokenBatchSampler(
+                [len(x) for x in self.ids], None, self.config.train.batch_tokens, shuffle=True,
+                seed=self.config.train.seed, rank=rank, world_size=world)
+        sampler = self._samplers[rank, world]
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    def batch(self, key: list[int]) -> LabelledBatch:
+        return collate_labelled(self.ids, self.labels, key)
+
+    def loss(self, model, batch: LabelledBatch, step: int) -> tuple[Tensor, int]:
+        _, summed = model(batch.src, batch.src_lengths, batch.labels,
+                          label_smoothing=self.config.train.label_smoothing)
+        return summed, len(batch.labels)
+
+    def log_fields(self, step: int) -> dict:
+        return {}
+
+    def _classifier(self, model) -> Classifier:
+        return Classifier(model, self.codec, self.config, next(model.parameters()).device)
+
+    def validate(self, model) -> dict:
+        valid = self.splits.valid
+        if valid is None:
+            return {}
+        metrics = self._classifier(model).evaluate(valid.src, valid.tgt, valid.source)
+        metrics.pop("confusion")
+        metrics.pop("labels")
+        return metrics
+
+    def describe(self, metrics: dict) -> list[str]:
+        return [f"loss {metrics['loss']:.4f} accuracy {100 * metrics['accuracy']:.2f}% "
+                f"macro-F1 {100 * metrics['macro_f1']:.2f}"]
+
+    def report(self, run_dir: Path, device, say) -> dict:
+        """The best checkpoint on valid and test, with a confusion-matrix picture each."""
+        from seqlab.plots import plot_confusion
+
+        classifier = Classifier.from_checkpoint(run_dir, device=str(device))
+        report: dict = {}
+        for name, split in (("valid", self.splits.valid), ("test", self.splits.test)):
+            if split is None:
+                continue
+            metrics = classifier.evaluate(split.src, split.tgt, split.source)
+            metrics["skipped_empty"] = split.skipped_empty
+            metrics["picture"] = str(plot_confusion(
+                metrics["confusion"], metrics["labels"], run_dir / f"confusion_{name}.png",
+                title=f"{name}: {split.source}"))
+            report[name] = metrics
+            say(f"{name} ({split.source}, {metrics['examples']} examples"
+                f"{f', {split.skipped_empty} empty skipped' if split.skipped_empty else ''}): "
+                f"accuracy {100 * metrics['accuracy']:.2f}% macro-F1 "
+                f"{100 * metrics['macro_f1']:.2f}")
+        return report
