@@ -25,16 +25,16 @@ from seqlab.config import load_config
 from seqlab.data import TokenBatchSampler, collate
 from seqlab.model import build_model
 from seqlab.prepare import build_codec, encode, read_splits
-from seqlab.train import token_loss
 from seqlab.vocab import PAD
 
 
 def step(model, batch, label_smoothing: float, kept: bool) -> float:
     t0 = time.perf_counter()
-    if kept:  # what seqlab.train does
-        loss = token_loss(model, batch, label_smoothing)
+    if kept:  # what training does: the model's own loss
+        _, loss = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                        label_smoothing=label_smoothing)
     else:  # every position projected, padding ignored by the loss
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        logits, _ = model.teacher_forced(batch.src, batch.src_lengths, batch.tgt_in)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
                                label_smoothing=label_smoothing, reduction="sum")
     model.zero_grad(set_to_none=True)

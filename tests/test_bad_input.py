@@ -70,10 +70,14 @@ class Case:
     argv: list[str]
     setup: Callable[[Env], None] = lambda env: None
     stdin: bytes | None = field(default=None)  # fed to the command as sys.stdin (UTF-8)
+    reads_data: bool = False  # the error is in the data: found while reading it
 
 
 BASE = "data:\n  synthetic: copy\ntokenizer:\n  kind: word\n"  # tiny.yaml's first four lines
 TRAIN = ["train", "tiny.yaml", "--out", "runs/x", "--quiet"]
+# a classifier trained on train.tsv (text<TAB>label)
+CLASSIFY = ("problem: classify\ntokenizer:\n  kind: char\ndata:\n  train: train.tsv\n"
+            "  format: tsv\n")
 
 
 def write(name: str, content: str | bytes) -> Callable[[Env], None]:
@@ -197,6 +201,30 @@ CASES: dict[str, Case] = {
     "value-bleu-package": Case(TRAIN, no_ko_mecab),
     "value-device-unknown": config_case(BASE + "train:\n  device: gpu\n"),
     "value-device-absent": config_case(BASE + "train:\n  device: cuda:99\n"),
+    "value-renamed-key": config_case("data:\n  task: copy\n"),
+    "value-metric-of-another-problem": config_case(
+        BASE + "train:\n  early_stopping_metric: accuracy\n"),
+    "value-dataset-of-another-problem": config_case("problem: classify\n" + BASE),
+    "value-lm-bidirectional": config_case(
+        "problem: lm\ndata:\n  synthetic: alphabet\nmodel:\n  bidirectional: true\n"),
+    "value-column-name-no-header": config_case(
+        "problem: classify\ndata:\n  train: reviews.tsv\n  format: tsv\n"
+        "  src_column: document\n"),
+    "value-holdout-with-valid": config_case(
+        "data:\n  train: a\n  valid: b\n  valid_holdout: 100\n"),
+    # data of the other problems
+    "classify-label-unseen": Case(TRAIN, lambda env: (
+        write("tiny.yaml", CLASSIFY + "  test: test.tsv\n")(env),
+        write("train.tsv", "좋다\tpos\n별로\tneg\n" * 3)(env),
+        write("test.tsv", "좋다\tpos\n그냥\tneutral\n")(env)), reads_data=True),
+    "classify-no-column": Case(TRAIN, lambda env: (
+        write("tiny.yaml", CLASSIFY + "  header: true\n  src_column: document\n"
+              "  tgt_column: labels\n")(env),
+        write("train.tsv", "id\tdocument\tlabel\n1\t좋다\t1\n")(env)), reads_data=True),
+    "lm-text-missing": Case(TRAIN, write(
+        "tiny.yaml", "problem: lm\ndata:\n  train: shakespeare.txt\n  format: text\n"
+        "tokenizer:\n  kind: char\nmodel:\n  bidirectional: false\n")),
+    "cmd-generate-with-seq2seq": Case(["generate", "model.pt", "--prime", "a"], good("model.pt")),
     # checkpoints
     "ckpt-missing": checkpoint_case(lambda env: None, "runs/nope"),
     "ckpt-empty-run": checkpoint_case(lambda env: (env.tmp / "runs/x").mkdir(parents=True),
@@ -300,7 +328,8 @@ def run_case(case: Case, env: Env, capsys) -> tuple[int, str, dict, dict]:
     capsys.readouterr()
     try:
         for m in modules:  # reading data means the error was not found first
-            m.read_splits = _work_started
+            if not case.reads_data:
+                m.read_splits = _work_started
         code = main(list(case.argv))
     except SystemExit as exc:  # argparse's own errors
         code = exc.code

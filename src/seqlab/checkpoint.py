@@ -188,7 +188,10 @@ def stored_config(state: dict, path: str | Path, problem: str | None = None):
         raise CheckpointError(f"{path}: its stored config is not valid ({exc})") from None
     if problem is not None and config.problem != problem:
         verb = {"seq2seq": "translate", "classify": "classify", "lm": "generate"}
-        raise CheckpointError(f"{path}: a {config.problem} model, not a {problem} one; use "
+        def a(name: str) -> str:
+            return f"an {name}" if name == "lm" else f"a {name}"
+
+        raise CheckpointError(f"{path}: {a(config.problem)} model, not {a(problem)} one; use "
                               f"`seqlab {verb[config.problem]}` with it")
     return config
 

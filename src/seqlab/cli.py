@@ -117,12 +117,13 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqlab",
-        description="Recurrent sequence-to-sequence learning: train, translate, evaluate.",
+        description="Recurrent sequence learning: train a model for any problem shape, then "
+        "translate (seq2seq), classify (many-to-one) or generate (language model) with it.",
         epilog="Start with `seqlab demo`. Each command has --help.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model from a YAML config",
+    p = sub.add_parser("train", help="train a model from a YAML config (any problem shape)",
                        description="Train a model. The run directory gets config.yaml, "
                        "metrics.jsonl, last.pt, best.pt and results.json. Ctrl-C (or "
                        "SIGTERM) saves a resumable last.pt at the current step and prints the "
@@ -144,13 +145,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE", help="output file (default: stdout)")
     _add_search_options(p)
 
-    p = sub.add_parser("evaluate", help="BLEU, chrF and perplexity against references",
-                       description="Translate --src and score it against --ref with sacrebleu.")
+    p = sub.add_parser("classify", help="label text with a trained classifier",
+                       description="Classify one text per line, stdin to stdout by default: "
+                       "one output line per input line, LABEL<TAB>PROBABILITY, same order.")
     p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
-    p.add_argument("--src", required=True, help="source sentences, one per line")
-    p.add_argument("--ref", required=True, help="reference translations, one per line")
+    p.add_argument("--input", "-i", metavar="FILE", help="input file (default: stdin)")
+    p.add_argument("--output", "-o", metavar="FILE", help="output file (default: stdout)")
+    p.add_argument("--all", action="store_true",
+                   help="every label's probability: LABEL<TAB>P(first label)<TAB>P(second)...")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+    p = sub.add_parser("generate", help="continue a text with a trained language model",
+                       description="Generate text with a language model: the prime warms the "
+                       "state, then LENGTH tokens (characters for a character model) are "
+                       "sampled (or chosen greedily) one at a time.")
+    p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
+    p.add_argument("--prime", default="", help="text to continue (default: a new line)")
+    p.add_argument("--length", type=int, default=500, metavar="N", help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T")
+    p.add_argument("--top-k", type=int, default=0, metavar="K",
+                   help="sample among the K most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="nucleus: the smallest set of tokens with probability >= P")
+    p.add_argument("--greedy", action="store_true", help="the most likely token each step")
+    p.add_argument("--seed", type=int, default=None, metavar="N")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+    p = sub.add_parser("evaluate", help="score a trained model on held-out data",
+                       description="seq2seq: translate --src and score it against --ref with "
+                       "sacrebleu (BLEU, chrF, perplexity). classify: --data FILE in the "
+                       "training data's format (accuracy, macro-F1, confusion matrix). lm: "
+                       "--data FILE, a text (nats per token, bits per character, perplexity).")
+    p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
+    p.add_argument("--src", help="seq2seq: source sentences, one per line")
+    p.add_argument("--ref", help="seq2seq: reference translations, one per line")
+    p.add_argument("--data", metavar="FILE", help="classify: labelled data (a TSV, or a "
+                   "PREFIX of PREFIX.SRC + PREFIX.TGT, as the model was trained on); lm: a text")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--output", "-o", help="also write the translations to this file")
+    p.add_argument("--output", "-o", help="seq2seq: also write the translations to this file")
     _add_search_options(p)
 
     p = sub.add_parser("demo", help="train and show the embedded default (dates -> ISO)",
@@ -248,12 +280,32 @@ def _translate_as_typed(translator, search: dict, sampling, with_scores: bool) -
     return 0
 
 
+def _a(problem: str) -> str:
+    return f"an {problem}" if problem == "lm" else f"a {problem}"
+
+
+def _problem_of(model: str) -> str:
+    """The problem shape a run directory or checkpoint was trained for (one line if unusable)."""
+    from seqlab.checkpoint import load_for_prediction, stored_config
+
+    where, state = load_for_prediction(model)
+    return stored_config(state, where).problem
+
+
 def _cmd_evaluate(args) -> int:
+    from seqlab.config import ConfigError
     from seqlab.data import DataError, read_lines
     from seqlab.translate import Translator
 
     _check_options(args)
     _check_output(args.output)
+    problem = _problem_of(args.model)
+    if problem != "seq2seq":
+        if args.data is None:
+            raise ConfigError(f"{args.model} is {_a(problem)} model: give --data FILE")
+        return _evaluate_other(args, problem)
+    if args.src is None or args.ref is None:
+        raise ConfigError(f"{args.model} is a seq2seq model: give --src FILE and --ref FILE")
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
         raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
@@ -274,6 +326,77 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_other(args, problem: str) -> int:
+    """classify: accuracy, macro-F1, confusion matrix; lm: nats per token, bits per char."""
+    if problem == "classify":
+        from seqlab.prepare import read_labelled
+        from seqlab.problems.classify import Classifier
+
+        classifier = Classifier.from_checkpoint(args.model, device=args.device)
+        pairs = read_labelled(classifier.config.data, args.data)
+        result = classifier.evaluate(pairs.src, pairs.tgt, pairs.source)
+        result["skipped_empty"] = pairs.skipped_empty
+        text = (f"accuracy {100 * result['accuracy']:.2f}%  macro-F1 "
+                f"{100 * result['macro_f1']:.2f}  loss {result['loss']:.4f}  "
+                f"({result['examples']} examples, {pairs.skipped_empty} empty skipped)\n"
+                "confusion (rows: gold, columns: predicted): "
+                + "; ".join(f"{label}: {row}" for label, row in
+                            zip(result["labels"], result["confusion"])))
+    else:
+        from seqlab.problems.lm import Generator, read_text
+
+        generator = Generator.from_checkpoint(args.model, device=args.device)
+        result = generator.evaluate_text(read_text(args.data))
+        text = (f"{result['loss']:.4f} nats per token, {result['bpc']:.4f} bits per character, "
+                f"perplexity {result['ppl']:.2f}  ({result['tokens']} tokens, "
+                f"{result['chars']} characters)")
+    print(json.dumps(result, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def _cmd_classify(args) -> int:
+    from seqlab.problems.classify import Classifier
+
+    _check_output(args.output)
+    classifier = Classifier.from_checkpoint(args.model, device=args.device)
+    texts = _read_input(args.input)
+    predictions = classifier.predict(texts)
+    if args.all:
+        lines = ["\t".join([p.label, *(f"{p.probabilities[label]:.4f}"
+                                        for label in classifier.codec.labels)])
+                 for p in predictions]
+    else:
+        lines = [f"{p.label}\t{p.probability:.4f}" for p in predictions]
+    text = "".join(line + "\n" for line in lines)
+    n = classifier.count_unknown(texts)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    if n:
+        print(f"seqlab classify: note: {n} of {len(texts)} input lines contain characters or "
+              "tokens never seen in training (read as <unk>)", file=sys.stderr)
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from seqlab.config import ConfigError
+    from seqlab.problems.lm import Generator
+
+    if args.length < 0:
+        raise ConfigError(f"--length {args.length}: must be >= 0")
+    if not args.greedy:
+        for key, (option, ok, text) in _SAMPLING_RULES.items():
+            if not ok(getattr(args, key)):
+                raise ConfigError(f"{option} {getattr(args, key):g}: must be {text}")
+    generator = Generator.from_checkpoint(args.model, device=args.device)
+    text = generator.generate(args.prime, args.length, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                              greedy=args.greedy)
+    sys.stdout.write(args.prime + text + ("" if text.endswith("\n") else "\n"))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from seqlab.demo import run_demo
 
@@ -281,8 +404,8 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate,
-            "demo": _cmd_demo}
+COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "classify": _cmd_classify,
+            "generate": _cmd_generate, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

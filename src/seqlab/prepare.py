@@ -10,6 +10,7 @@ text is read but never used for a choice about them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from seqlab.config import Config, DataConfig
 from seqlab.data import DataError, Example, ParallelText, encode_pairs, read_parallel, read_tsv
@@ -75,6 +76,17 @@ def read_splits(cfg: Config) -> Splits:
     if d.valid_holdout is not None:
         train, valid = hold_out(train, d.valid_holdout)
     return Splits(train, valid, _read(d, d.test) if d.test else None)
+
+
+def read_labelled(cfg: DataConfig, path: str) -> ParallelText:
+    """(text, label) pairs from `path` (not joined to data.root): a TSV with the columns the
+    model was trained on; for a model trained on parallel files or generated data, a
+    PREFIX of PREFIX.SRC + PREFIX.TGT, or a file of text<TAB>label lines."""
+    if cfg.format == "tsv":
+        return read_tsv(path, cfg.src_column, cfg.tgt_column, header=cfg.header)
+    if Path(path).is_file():
+        return read_tsv(path)
+    return read_parallel(path, cfg.src, cfg.tgt)
 
 
 def hold_out(pairs: ParallelText, n: int) -> tuple[ParallelText, ParallelText]:

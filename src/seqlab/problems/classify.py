@@ -221,8 +221,12 @@ class Classifier:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Classifier:
-        from seqlab.checkpoint import (CheckpointError, load_for_prediction, load_weights,
-                                       stored_config)
+        from seqlab.checkpoint import (
+            CheckpointError,
+            load_for_prediction,
+            load_weights,
+            stored_config,
+        )
         from seqlab.device import pick_device
 
         target = pick_device(device, what="--device")
