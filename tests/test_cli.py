@@ -92,7 +92,7 @@ def test_stdin_to_stdout(tiny_config, tmp_path, monkeypatch, capsys):
 ])
 def test_config_errors_name_file_and_line(tmp_path, capsys, content, expected):
     path = tmp_path / "tiny.yaml"
-    path.write_text("data:\n  synthetic: copy\n".replace("data:\n  synthetic: copy\n", "") + content)
+    path.write_text(content)
     code, _, err = run(["train", path, "--out", tmp_path / "r"], capsys)
     assert code == 2
     for text in expected:

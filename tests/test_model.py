@@ -229,7 +229,8 @@ def test_padding_changes_nothing(attention, bridge):
     logits, weights = model.teacher_forced(wide, lengths, tgt)
     for b in range(4):
         n = int(lengths[b])
-        alone, alone_w = model.teacher_forced(src[b : b + 1, :n], lengths[b : b + 1], tgt[b : b + 1])
+        alone, alone_w = model.teacher_forced(src[b : b + 1, :n], lengths[b : b + 1],
+                                              tgt[b : b + 1])
         torch.testing.assert_close(logits[b], alone[0], atol=1e-10, rtol=0)
         if weights is not None:
             assert weights[b, :, n:].abs().max() == 0
@@ -243,9 +244,10 @@ def test_keep_projects_only_the_kept_positions(kw, teacher_forcing):
     model, _ = _model(**{"attention": "general", **kw})
     src, lengths, tgt = _batch()
     keep = torch.rand(tgt.shape, generator=torch.Generator().manual_seed(2)) < 0.6
-    full, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3))
-    kept, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing, torch.Generator().manual_seed(3),
-                    keep=keep)
+    full, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing,
+                                   torch.Generator().manual_seed(3))
+    kept, _ = model.teacher_forced(src, lengths, tgt, teacher_forcing,
+                                   torch.Generator().manual_seed(3), keep=keep)
     assert kept.shape == (int(keep.sum()), V_TGT)
     torch.testing.assert_close(kept, full[keep], atol=1e-12, rtol=0)
 

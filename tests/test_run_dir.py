@@ -157,8 +157,8 @@ def test_log_file_gets_progress_lines_and_the_stop_reason(tiny_config, tmp_path,
 
 
 def test_stop_reason_patience(tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(Seq2SeqProblem, "validate", lambda *a: {"bleu": 1.0, "chrf": 0.0, "loss": 1.0,
-                                                           "exact_match": 0.0, "ppl": 2.7})
+    monkeypatch.setattr(Seq2SeqProblem, "validate", lambda *a: {
+        "bleu": 1.0, "chrf": 0.0, "loss": 1.0, "exact_match": 0.0, "ppl": 2.7})
     monkeypatch.setattr(training, "_report_validation", lambda *a: None)
     monkeypatch.setattr(training, "_final_report", lambda *a: {"stopped": a[-1]})
     cfg = load_config(tiny_config, ["train.max_steps=100", "train.valid_every=2",
