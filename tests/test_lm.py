@@ -304,7 +304,7 @@ def test_generator_refuses_a_checkpoint_of_another_problem(tmp_path, stream_run)
     state["config"] = {**state["config"], "problem": "seq2seq", "data": {"synthetic": "copy"},
                        "model": {**state["config"]["model"], "bidirectional": True}}
     save_checkpoint(state, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="a seq2seq model, not a lm one"):
+    with pytest.raises(CheckpointError, match="a seq2seq model, not an lm one"):
         Generator.from_checkpoint(tmp_path / "other.pt")
 
 

@@ -295,7 +295,8 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
             if value is None or metrics["improved"]:
                 save(run.best, resumable=False)
             run.record(dict(step=progress.step, epoch=progress.epoch + 1,
-                            **{f"valid_{k}": v for k, v in metrics.items() if k != "samples"}))
+                            **{f"valid_{k}": v for k, v in metrics.items() if k != "samples"},
+                            elapsed=round(progress.elapsed, 1)))
             _report_validation(console, progress, metrics, key, problem)
         return _any([stop], world)[0]
 

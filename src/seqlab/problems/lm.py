@@ -62,7 +62,7 @@ from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_d
 from seqlab.vocab import EOS, PAD, SOS, SPECIALS, Vocab
 
 State = Tensor | tuple[Tensor, Tensor]  # h (L, B, H), or (h, c) for the LSTM
-VALID_ROWS = 16  # stream mode: contiguous rows the validation text is read in
+VALID_ROWS = 64  # stream mode: contiguous rows the validation text is read in (a batch)
 SAMPLE_TOKENS = 40  # tokens of each continuation shown at a validation
 
 
