@@ -24,6 +24,11 @@ nothing else about it (duck-typed; each problem module documents its own data an
                                              # state, a private generator)
     problem.unit                             # what `count` counts: "tokens", "examples"
 
+Prediction (CLI, Python, later serving) goes through each problem's predictor, which loads
+a run directory or checkpoint by itself and imports nothing from training:
+`seqlab.translate.Translator` (seq2seq), `classify.Classifier`, `lm.Generator`, each with
+`from_checkpoint(path, device)`.
+
 `count` is what the loss is averaged over: the loop divides the summed loss by the step's
 count summed over all ranks, so a step's gradient is that of the mean over the global batch.
 """
