@@ -64,8 +64,8 @@ CLASSIFY = {
     "pool_attention": ("attention pooling instead of mean", ["classify.pooling=attention"]),
     "char": ("characters (Hangul syllables) instead of sentencepiece",
              ["tokenizer.kind=char", "tokenizer.vocab_size=8000"]),
-    "spm8k": ("sentencepiece 8k instead of 16k", ["tokenizer.vocab_size=8000"]),
-    "spm32k": ("sentencepiece 32k instead of 16k", ["tokenizer.vocab_size=32000"]),
+    "spm16k": ("sentencepiece 16k instead of 8k", ["tokenizer.vocab_size=16000"]),
+    "spm4k": ("sentencepiece 4k instead of 8k", ["tokenizer.vocab_size=4000"]),
     "unidirectional": ("unidirectional encoder", ["model.bidirectional=false"]),
 }
 LM = {
