@@ -388,6 +388,7 @@ def _cmd_generate(args) -> int:
     if not args.greedy:
         for key, (option, ok, text) in _SAMPLING_RULES.items():
             if not ok(getattr(args, key)):
+                text = text.replace("leave out --sample", "use --greedy")
                 raise ConfigError(f"{option} {getattr(args, key):g}: must be {text}")
     generator = Generator.from_checkpoint(args.model, device=args.device)
     text = generator.generate(args.prime, args.length, temperature=args.temperature,
