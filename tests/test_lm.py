@@ -345,3 +345,21 @@ def test_text_files_and_unseen_characters(tmp_path, mode):
     if mode == "stream":
         with pytest.raises(DataError, match="valid.txt: 1 token"):
             LMProblem(config).prepare()
+
+
+def test_generate_and_evaluate_commands(stream_run, tmp_path, capsys):
+    from seqlab.cli import main
+
+    out, _ = stream_run
+    assert main(["generate", str(out), "--prime", "abc", "--greedy", "--length", "10",
+                 "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("abcde") and len(text) == 3 + 10 + 1  # prime, 10 tokens, newline
+    assert _successors_only(text)
+    data = tmp_path / "text.txt"
+    data.write_text("\n".join(make_dataset("alphabet", 50, seed=3, split="test")) + "\n")
+    assert main(["evaluate", str(out), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["loss"] < 0.3 * math.log(31) and result["chars"] == len(data.read_text()) - 1
+    assert main(["generate", str(out), "--top-p", "0"]) == 2
+    assert "--top-p 0: must be in (0, 1]" in capsys.readouterr().err
