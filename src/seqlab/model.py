@@ -38,17 +38,10 @@ from torch.nn import functional as F
 from seqlab.attention import Attention
 from seqlab.config import ModelConfig
 from seqlab.recurrent import Recurrent
+from seqlab.recurrent import select_state as _select
 from seqlab.vocab import PAD
 
 State = Tensor | tuple[Tensor, Tensor]
-
-
-def _select(x, index: Tensor, dim: int):
-    if x is None:
-        return None
-    if isinstance(x, tuple):
-        return tuple(t.index_select(dim, index) for t in x)
-    return x.index_select(dim, index)
 
 
 @dataclass

@@ -32,6 +32,20 @@ from seqlab.cells import gru_step, lstm_step, rnn_step
 log = logging.getLogger(__name__)
 
 State = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for the LSTM
+
+
+def map_state(state, fn):
+    """`fn` applied to a tensor, or to each of an LSTM's (h, c); None stays None."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(fn(s) for s in state)
+    return fn(state)
+
+
+def select_state(state, index: Tensor, dim: int):
+    """Rows of a tensor or of an LSTM's (h, c) picked / repeated by index along `dim`."""
+    return map_state(state, lambda s: s.index_select(dim, index))
 CELLS = ("rnn", "lstm", "gru")
 BACKENDS = ("auto", "cells", "fused")
 

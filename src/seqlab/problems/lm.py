@@ -56,7 +56,8 @@ from seqlab.checkpoint import CheckpointError, load_for_prediction, load_weights
 from seqlab.config import Config, ConfigError, ModelConfig
 from seqlab.data import DataError, TokenBatchSampler, decode_lines
 from seqlab.device import pick_device
-from seqlab.recurrent import Recurrent
+from seqlab.recurrent import Recurrent, map_state
+from seqlab.recurrent import select_state as _select
 from seqlab.search import greedy_search, sample
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
 from seqlab.vocab import EOS, PAD, SOS, SPECIALS, Vocab
@@ -191,24 +192,12 @@ def encode_text(codec: LMCodec, mode: str, text: str, source: str) -> LMText:
 # The model
 
 
-def _select(state, index: Tensor, dim: int):
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.index_select(dim, index) for s in state)
-    return state.index_select(dim, index)
-
-
 def detach_state(state: State | None) -> State | None:
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return None if state is None else state.detach()
+    return map_state(state, Tensor.detach)
 
 
 def move_state(state: State | None, device) -> State | None:
-    if isinstance(state, tuple):
-        return tuple(s.to(device) for s in state)
-    return None if state is None else state.to(device)
+    return map_state(state, lambda s: s.to(device))
 
 
 @dataclass
