@@ -188,21 +188,32 @@ def stored_config(state: dict, path: str | Path, problem: str | None = None):
         raise CheckpointError(f"{path}: its stored config is not valid ({exc})") from None
     if problem is not None and config.problem != problem:
         verb = {"seq2seq": "translate", "classify": "classify", "lm": "generate"}
-        def a(name: str) -> str:
-            return f"an {name}" if name == "lm" else f"a {name}"
-
-        raise CheckpointError(f"{path}: {a(config.problem)} model, not {a(problem)} one; use "
-                              f"`seqlab {verb[config.problem]}` with it")
+        raise CheckpointError(f"{path}: {with_article(config.problem)} model, not "
+                              f"{with_article(problem)} one; use `seqlab "
+                              f"{verb[config.problem]}` with it")
     return config
 
 
-def stored_codec(state: dict, path: str | Path):
-    """A seq2seq checkpoint's tokenizers and vocabularies (seqlab.prepare.Codec)."""
-    from seqlab.prepare import Codec
+def with_article(problem: str) -> str:
+    """"a seq2seq", "a classify", "an lm" (for messages)."""
+    return f"an {problem}" if problem == "lm" else f"a {problem}"
 
+
+def open_for_prediction(path: str | Path, device: str, problem: str, decode,
+                        damaged: str):
+    """What a predictor (Translator, Classifier, Generator) needs from a run directory or a
+    checkpoint file: (torch device, the file read, its validated config, decode(its problem
+    state), its weights). Every problem is one line, before any input is read: no such device
+    (ConfigError), a damaged file or a missing part, a model of another problem, or a problem
+    state that `decode` cannot read (`damaged` says what it is: "its codec ... is damaged")."""
+    from seqlab.device import pick_device
+
+    target = pick_device(device, what="--device")
+    where, state = load_for_prediction(path)
+    config = stored_config(state, where, problem=problem)
     try:
-        return Codec.from_state_dict(state["problem"])
+        parts = decode(state["problem"])
     except Exception as exc:  # KeyError, TypeError, ValueError, sentencepiece's RuntimeError
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise CheckpointError(f"{path}: its codec (tokenizers and vocabularies) is damaged "
-                              f"({detail})") from None
+        raise CheckpointError(f"{where}: {damaged} ({detail})") from None
+    return target, where, config, parts, state["model"]

@@ -280,10 +280,6 @@ def _translate_as_typed(translator, search: dict, sampling, with_scores: bool) -
     return 0
 
 
-def _a(problem: str) -> str:
-    return f"an {problem}" if problem == "lm" else f"a {problem}"
-
-
 def _problem_of(model: str) -> str:
     """The problem shape a run directory or checkpoint was trained for (one line if unusable)."""
     from seqlab.checkpoint import load_for_prediction, stored_config
@@ -293,6 +289,7 @@ def _problem_of(model: str) -> str:
 
 
 def _cmd_evaluate(args) -> int:
+    from seqlab.checkpoint import with_article
     from seqlab.config import ConfigError
     from seqlab.data import DataError, read_lines
     from seqlab.translate import Translator
@@ -302,7 +299,7 @@ def _cmd_evaluate(args) -> int:
     problem = _problem_of(args.model)
     if problem != "seq2seq":
         if args.data is None:
-            raise ConfigError(f"{args.model} is {_a(problem)} model: give --data FILE")
+            raise ConfigError(f"{args.model} is {with_article(problem)} model: give --data FILE")
         return _evaluate_other(args, problem)
     if args.src is None or args.ref is None:
         raise ConfigError(f"{args.model} is a seq2seq model: give --src FILE and --ref FILE")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from seqlab.checkpoint import load_for_prediction, load_weights, stored_codec, stored_config
+from seqlab.checkpoint import load_weights, open_for_prediction
 from seqlab.config import Config, ConfigError, SearchConfig, check_ranges
 from seqlab.data import DataError, ParallelText, collate, collate_source, encode_pairs
 from seqlab.device import pick_device  # noqa: F401  (also importable from here)
@@ -48,13 +48,12 @@ class Translator:
         """A run directory (its best.pt) or a checkpoint file, ready on `device`. Each problem
         (no such device, a damaged file, a missing part, weights that its stored config does
         not describe) is one ConfigError / CheckpointError line, before any input is read."""
-        target = pick_device(device, what="--device")
-        where, state = load_for_prediction(path)
-        config = stored_config(state, where, problem="seq2seq")
-        codec = stored_codec(state, where)
+        target, where, config, codec, weights = open_for_prediction(
+            path, device, "seq2seq", Codec.from_state_dict,
+            "its codec (tokenizers and vocabularies) is damaged")
         model = build_model(config.model, len(codec.src_vocab), len(codec.tgt_vocab))
         m = config.model
-        load_weights(model, state["model"], where, f"model.cell {m.cell}, embedding_size "
+        load_weights(model, weights, where, f"model.cell {m.cell}, embedding_size "
                      f"{m.embedding_size}, hidden_size {m.hidden_size}, attention {m.attention}")
         return cls(model, codec, config, target)
 

@@ -221,25 +221,14 @@ class Classifier:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Classifier:
-        from seqlab.checkpoint import (
-            CheckpointError,
-            load_for_prediction,
-            load_weights,
-            stored_config,
-        )
-        from seqlab.device import pick_device
+        from seqlab.checkpoint import load_weights, open_for_prediction
 
-        target = pick_device(device, what="--device")
-        where, state = load_for_prediction(path)
-        config = stored_config(state, where, problem="classify")
-        try:
-            codec = LabelCodec.from_state_dict(state["problem"])
-        except Exception as exc:  # KeyError, TypeError, sentencepiece's RuntimeError
-            raise CheckpointError(f"{where}: its tokenizer and labels are damaged "
-                                  f"({type(exc).__name__}: {exc})") from None
+        target, where, config, codec, weights = open_for_prediction(
+            path, device, "classify", LabelCodec.from_state_dict,
+            "its tokenizer and labels are damaged")
         model = build_classifier(config.model, len(codec.vocab), len(codec.labels),
                                  config.classify.pooling)
-        load_weights(model, state["model"], where)
+        load_weights(model, weights, where)
         return cls(model, codec, config, target)
 
     def logits(self, texts: Sequence[str]) -> Tensor:

@@ -52,10 +52,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seqlab.checkpoint import CheckpointError, load_for_prediction, load_weights, stored_config
+from seqlab.checkpoint import load_weights, open_for_prediction
 from seqlab.config import Config, ConfigError, ModelConfig
 from seqlab.data import DataError, TokenBatchSampler, decode_lines
-from seqlab.device import pick_device
 from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
 from seqlab.search import greedy_search, sample
@@ -639,18 +638,12 @@ class Generator:
         """A run directory (its best.pt) or a checkpoint file, ready on `device`; any problem
         (no such device, a damaged file, a checkpoint of another problem, weights that its
         config does not describe) is one ConfigError / CheckpointError line."""
-        target = pick_device(device, what="--device")
-        where, state = load_for_prediction(path)
-        config = stored_config(state, where, problem="lm")
-        try:
-            codec = LMCodec.from_state_dict(state["problem"])
-        except Exception as exc:  # KeyError, TypeError, ValueError, sentencepiece's errors
-            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-            raise CheckpointError(f"{where}: its tokenizer and vocabulary are damaged "
-                                  f"({detail})") from None
+        target, where, config, codec, weights = open_for_prediction(
+            path, device, "lm", LMCodec.from_state_dict,
+            "its tokenizer and vocabulary are damaged")
         model = build_lm(config.model, len(codec.vocab))
         m = config.model
-        load_weights(model, state["model"], where, f"model.cell {m.cell}, embedding_size "
+        load_weights(model, weights, where, f"model.cell {m.cell}, embedding_size "
                      f"{m.embedding_size}, hidden_size {m.hidden_size}, layers "
                      f"{m.encoder_layers}")
         return cls(model, codec, config, target)
