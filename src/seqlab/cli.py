@@ -34,13 +34,18 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    "before decoding (config default 1000)")
     s = p.add_argument_group("sampling (instead of search)")
     s.add_argument("--sample", action="store_true", help="sample instead of searching")
-    s.add_argument("--temperature", type=float, default=1.0, metavar="T")
-    s.add_argument("--top-k", type=int, default=0, metavar="K",
-                   help="sample among the K most likely tokens (0: all)")
-    s.add_argument("--top-p", type=float, default=1.0, metavar="P",
-                   help="nucleus: the smallest set of tokens with probability >= P")
-    s.add_argument("--seed", type=int, default=None, metavar="N")
+    _add_sampling_options(s)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+
+def _add_sampling_options(g) -> None:
+    """--temperature, --top-k, --top-p, --seed (their ranges: _SAMPLING_RULES)."""
+    g.add_argument("--temperature", type=float, default=1.0, metavar="T")
+    g.add_argument("--top-k", type=int, default=0, metavar="K",
+                   help="sample among the K most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="nucleus: the smallest set of tokens with probability >= P")
+    g.add_argument("--seed", type=int, default=None, metavar="N")
 
 
 # option of each key of the config's search section (its range is declared there)
@@ -162,13 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
     p.add_argument("--prime", default="", help="text to continue (default: a new line)")
     p.add_argument("--length", type=int, default=500, metavar="N", help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T")
-    p.add_argument("--top-k", type=int, default=0, metavar="K",
-                   help="sample among the K most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, metavar="P",
-                   help="nucleus: the smallest set of tokens with probability >= P")
+    _add_sampling_options(p)
     p.add_argument("--greedy", action="store_true", help="the most likely token each step")
-    p.add_argument("--seed", type=int, default=None, metavar="N")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     p = sub.add_parser("evaluate", help="score a trained model on held-out data",
@@ -232,12 +232,12 @@ def _format(i: int, nbest, with_scores: bool) -> str:
     return nbest[0].text + "\n"
 
 
-def _warn_unknown(translator, texts: list[str]) -> None:
+def _warn_unknown(predictor, texts: list[str], command: str = "translate") -> None:
     """Say (stderr) how many inputs hold tokens never seen in training; they are read as
     <unk>, which the model can only guess around."""
-    n = translator.count_unknown(texts)
+    n = predictor.count_unknown(texts)
     if n:
-        print(f"seqlab translate: note: {n} of {len(texts)} input lines contain characters or "
+        print(f"seqlab {command}: note: {n} of {len(texts)} input lines contain characters or "
               "tokens never seen in training (read as <unk>)", file=sys.stderr)
 
 
@@ -365,14 +365,11 @@ def _cmd_classify(args) -> int:
     else:
         lines = [f"{p.label}\t{p.probability:.4f}" for p in predictions]
     text = "".join(line + "\n" for line in lines)
-    n = classifier.count_unknown(texts)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
-    if n:
-        print(f"seqlab classify: note: {n} of {len(texts)} input lines contain characters or "
-              "tokens never seen in training (read as <unk>)", file=sys.stderr)
+    _warn_unknown(classifier, texts, "classify")
     return 0
 
 
