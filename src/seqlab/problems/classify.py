@@ -270,7 +270,6 @@ class ClassifyProblem:
         self.splits = self.codec = None
         self.ids: list[list[int]] = []
         self.labels: list[int] = []
-        self._samplers: dict = {}
 
     def prepare(self, state: dict | None = None) -> str:
         from seqlab.prepare import read_splits
@@ -321,11 +320,9 @@ class ClassifyProblem:
         pass
 
     def batches(self, epoch: int, rank: int, world: int) -> list[list[int]]:
-        if (rank, world) not in self._samplers:
-            self._samplers[rank, world] = TokenBatchSampler(
-                [len(x) for x in self.ids], None, self.config.train.batch_tokens, shuffle=True,
-                seed=self.config.train.seed, rank=rank, world_size=world)
-        sampler = self._samplers[rank, world]
+        sampler = TokenBatchSampler([len(x) for x in self.ids], None,
+                                    self.config.train.batch_tokens, shuffle=True,
+                                    seed=self.config.train.seed, rank=rank, world_size=world)
         sampler.set_epoch(epoch)
         return list(sampler)
 

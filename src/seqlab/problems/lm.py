@@ -437,7 +437,6 @@ class LMProblem:
         self.splits: dict[str, LMText | None] = {}
         self.raw: dict[str, str | None] = {}  # the texts as read
         self.carry: State | None = None  # stream: the state handed from batch to batch
-        self._samplers: dict = {}
 
     # ------------------------------------------------------------------ data and model
     def _read(self) -> dict[str, tuple[str, str] | None]:
@@ -525,11 +524,8 @@ class LMProblem:
                                 f"{rows} rows ({world} processes x train.batch_tokens // "
                                 "lm.bptt)") from None
             return [(epoch, rank, world, j) for j in range(math.ceil(n / self.config.lm.bptt))]
-        if (rank, world) not in self._samplers:
-            self._samplers[rank, world] = TokenBatchSampler(
-                [len(s) + 1 for s in train.seqs], None, tc.batch_tokens, shuffle=True,
-                seed=tc.seed, rank=rank, world_size=world)
-        sampler = self._samplers[rank, world]
+        sampler = TokenBatchSampler([len(s) + 1 for s in train.seqs], None, tc.batch_tokens,
+                                    shuffle=True, seed=tc.seed, rank=rank, world_size=world)
         sampler.set_epoch(epoch)
         return list(sampler)
 

@@ -30,7 +30,6 @@ class Seq2SeqProblem:
         self.config = config
         self.splits = self.codec = None
         self.examples: list = []
-        self._samplers: dict = {}
         # scheduled sampling's coin flips: a private stream, saved for exact resumption
         self.sampling_rng = torch.Generator().manual_seed(config.train.seed + 1)
 
@@ -71,11 +70,9 @@ class Seq2SeqProblem:
 
     # ------------------------------------------------------------------ training
     def batches(self, epoch: int, rank: int, world: int) -> list[list[int]]:
-        if (rank, world) not in self._samplers:
-            self._samplers[rank, world] = TokenBatchSampler.from_examples(
-                self.examples, self.config.train.batch_tokens, shuffle=True,
-                seed=self.config.train.seed, rank=rank, world_size=world)
-        sampler = self._samplers[rank, world]
+        sampler = TokenBatchSampler.from_examples(
+            self.examples, self.config.train.batch_tokens, shuffle=True,
+            seed=self.config.train.seed, rank=rank, world_size=world)
         sampler.set_epoch(epoch)
         return list(sampler)
 
