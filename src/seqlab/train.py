@@ -395,6 +395,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
     if world > 1:
         import torch.distributed as dist
 
+        dist.barrier()  # leave together: the others wait while rank 0 writes its report
         dist.destroy_process_group()
     return result
 
