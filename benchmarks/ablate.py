@@ -7,9 +7,9 @@
 each, see VARIANTS) is trained for the same number of minutes, `--parallel` runs at a time with
 one CPU thread each, so each run gets one core and every pair shares the machine the same way.
 The score is the best validation value of the recipe's early-stopping metric seen by training
-(greedy BLEU for seq2seq, accuracy for classify, nats per token for lm; validation every
-`--valid-every` steps and at the end of the budget; validation time counts against the
-budget). Test sets are never read.
+(greedy BLEU for seq2seq, accuracy for classify, boundary F1 for tag, nats per token for
+lm; validation every `--valid-every` steps and at the end of the budget; validation time
+counts against the budget). Test sets are never read.
 
     python benchmarks/ablate.py train configs/nsmc_sentiment.yaml --minutes 5 \
         --results benchmarks/results/ablation_nsmc.json
@@ -78,7 +78,17 @@ LM = {
     "one_layer": ("1 layer instead of 2", ["model.encoder_layers=1"]),
     "dropout0": ("no dropout", ["model.dropout=0.0"]),
 }
-VARIANTS = {"seq2seq": SEQ2SEQ, "classify": CLASSIFY, "lm": LM}
+TAG = {
+    "baseline": ("the recipe as committed", []),
+    "gru": ("GRU cells instead of LSTM", ["model.cell=gru"]),
+    "unidirectional": ("unidirectional encoder (left context only)",
+                       ["model.bidirectional=false"]),
+    "crf": ("a linear-chain CRF output (Viterbi) instead of softmax", ["tag.crf=true"]),
+    "one_layer": ("1 layer instead of 2", ["model.encoder_layers=1"]),
+    # round 1 (results/ablation_spacing_round1.json) ran from 256 units per direction
+    "hidden512": ("256 units per direction instead of 128", ["model.hidden_size=512"]),
+}
+VARIANTS = {"seq2seq": SEQ2SEQ, "classify": CLASSIFY, "lm": LM, "tag": TAG}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -79,6 +79,10 @@ TRAIN = ["train", "tiny.yaml", "--out", "runs/x", "--quiet"]
 CLASSIFY = ("problem: classify\ntokenizer:\n  kind: char\ndata:\n  train: train.tsv\n"
             "  format: tsv\n")
 
+# a forecaster of series.csv (time,value), window 4, horizon 2
+FORECAST = ("problem: forecast\ndata:\n  train: series.csv\nmodel:\n  bidirectional: false\n"
+            "forecast:\n  window: 4\n  horizon: 2\n")
+
 
 def write(name: str, content: str | bytes) -> Callable[[Env], None]:
     def setup(env: Env) -> None:
@@ -221,10 +225,22 @@ CASES: dict[str, Case] = {
         write("tiny.yaml", CLASSIFY + "  header: true\n  src_column: document\n"
               "  tgt_column: labels\n")(env),
         write("train.tsv", "id\tdocument\tlabel\n1\t좋다\t1\n")(env)), reads_data=True),
+    "tag-count-mismatch": Case(TRAIN, lambda env: (
+        write("tiny.yaml", "problem: tag\ntag:\n  scheme: tokens\ndata:\n  train: train\n")(env),
+        write("train.src", "the cat\na dog\n")(env),
+        write("train.tgt", "DET N\nDET\n")(env)), reads_data=True),
+    "tag-format": Case(TRAIN, write(
+        "tiny.yaml", "problem: tag\ndata:\n  format: parallel\n  train: train\n")),
+    "value-sampling-alpha-bpe": Case(TRAIN, write(
+        "tiny.yaml", "problem: classify\ndata:\n  train: train.tsv\n  format: tsv\n"
+        "tokenizer:\n  kind: sentencepiece\n  model_type: bpe\n  sampling_alpha: 0.3\n")),
     "lm-text-missing": Case(TRAIN, write(
         "tiny.yaml", "problem: lm\ndata:\n  train: shakespeare.txt\n  format: text\n"
         "tokenizer:\n  kind: char\nmodel:\n  bidirectional: false\n")),
     "cmd-generate-with-seq2seq": Case(["generate", "model.pt", "--prime", "a"], good("model.pt")),
+    "cmd-chat-with-classify": Case(["chat", "model.pt"], saved(lambda state: (
+        _set("classify", "config", "problem")(state),
+        _set("is_sorted", "config", "data", "synthetic")(state))), stdin=b"a b c\n"),
     # checkpoints
     "ckpt-missing": checkpoint_case(lambda env: None, "runs/nope"),
     "ckpt-empty-run": checkpoint_case(lambda env: (env.tmp / "runs/x").mkdir(parents=True),
@@ -278,6 +294,22 @@ CASES: dict[str, Case] = {
     "run-exists": Case(TRAIN, lambda env: (write("tiny.yaml", BASE)(env),
                                            good("runs/x/last.pt")(env))),
     "run-nothing-to-resume": Case([*TRAIN, "--resume"], write("tiny.yaml", BASE)),
+    # the series of forecast
+    "forecast-csv-not-number": Case(TRAIN, lambda env: (
+        write("tiny.yaml", FORECAST)(env),
+        write("series.csv", "time,value\n2000,1.5\n2001,n/a\n2002,2\n")(env)),
+        reads_data=True),
+    "forecast-csv-unsorted": Case(TRAIN, lambda env: (
+        write("tiny.yaml", FORECAST)(env),
+        write("series.csv", "time,value\n2000,1\n2002,2\n2001,3\n")(env)), reads_data=True),
+    "forecast-csv-duplicate": Case(TRAIN, lambda env: (
+        write("tiny.yaml", FORECAST)(env),
+        write("series.csv", "time,value\n2001,1\n2002,2\n2002,3\n")(env)), reads_data=True),
+    "forecast-csv-too-short": Case(TRAIN, lambda env: (
+        write("tiny.yaml", FORECAST)(env),
+        write("series.csv", "time,value\n" + "".join(f"{2000 + i},{i}\n" for i in range(8)))(
+            env)), reads_data=True),
+    "forecast-bidirectional": config_case("problem: forecast\nforecast:\n  series: co2\n"),
 }
 
 

@@ -221,3 +221,39 @@ def test_logged_training_loss_is_the_mean_over_examples(tmp_path):
         _, summed = model(batch.src, batch.src_lengths, batch.labels)
     assert logged["train_loss"] == pytest.approx(summed.item() / len(problem.ids), rel=1e-5)
     assert logged["examples_per_s"] > 0
+
+
+def test_subword_sampling_is_a_function_of_seed_and_epoch(tmp_path):
+    """tokenizer.sampling_alpha: each epoch's training ids are sampled segmentations of the
+    same texts (the pieces join back to the text), the same for the same (seed, epoch) — so
+    every rank and a resumed run agree — and different from epoch to epoch."""
+    from seqlab.problems.classify import ClassifyProblem
+
+    words = ["재미있다", "지루하다", "최고의", "영화", "배우가", "연기를", "잘한다", "별로"]
+    rows = [(" ".join(words[(i * k) % 8] for k in range(1, 5)), str(i % 2)) for i in range(60)]
+    _write_split(tmp_path / "train.tsv", rows)
+
+    def problem(alpha: float) -> ClassifyProblem:
+        cfg = config_from_dict({
+            "problem": "classify", "data": {"root": str(tmp_path), "train": "train.tsv",
+                                            "format": "tsv"},
+            "tokenizer": {"kind": "sentencepiece", "vocab_size": 60, "sampling_alpha": alpha}})
+        p = ClassifyProblem(cfg)
+        p.prepare()
+        return p
+
+    plain, sampled = problem(0.0), problem(0.1)
+    assert set(sampled.codec.tokenizer.pieces()) <= set(sampled.codec.vocab.itos)
+
+    def epoch_ids(p, epoch):
+        p.batches(epoch, 0, 1)
+        return [list(x) for x in p.ids]
+
+    first, again, second = epoch_ids(sampled, 0), None, epoch_ids(sampled, 1)
+    again = epoch_ids(problem(0.1), 0)
+    assert first == again and first != second
+    assert epoch_ids(plain, 0) == epoch_ids(plain, 1) == plain.ids
+    vocab, tokenizer = sampled.codec.vocab, sampled.codec.tokenizer
+    for ids, (text, _) in zip(second, rows):
+        assert tokenizer.detokenize(vocab.decode(ids)) == text
+    assert sum(a != b for a, b in zip(first, plain.ids)) > 10  # sampling changed many rows

@@ -195,15 +195,19 @@ OTHER_PROBLEMS = {
           "model: {bidirectional: false, embedding_size: 8, hidden_size: 16}\n"
           "lm: {bptt: 16}\n"
           "train: {batch_tokens: 64, max_steps: 6, valid_every: 3, log_every: 3}\n",
+    "tag": "problem: tag\ndata: {synthetic: spacing, synthetic_train_size: 200, "
+           "synthetic_eval_size: 20, format: text}\ntag: {crf: true}\n"
+           "model: {embedding_size: 8, hidden_size: 16}\n"
+           "train: {batch_tokens: 200, max_steps: 6, valid_every: 3, log_every: 3}\n",
 }
 
 
 @pytest.mark.parametrize("problem", sorted(OTHER_PROBLEMS))
 def test_other_problems_train_under_torchrun(problem, tmp_path):
-    """The one loop under DDP for the classifier and the language model (whose carried state
-    and row layout are per rank): two processes train to the end, rank 0 alone logs and
-    checkpoints. A smoke test: the DDP arithmetic of the shared loop is checked with seq2seq
-    above, the language model's per-rank rows in test_lm.py."""
+    """The one loop under DDP for the classifier, the tagger (with a CRF) and the language
+    model (whose carried state and row layout are per rank): two processes train to the end,
+    rank 0 alone logs and checkpoints. A smoke test: the DDP arithmetic of the shared loop is
+    checked with seq2seq above, the language model's per-rank rows in test_lm.py."""
     config = tmp_path / f"{problem}.yaml"
     config.write_text(OTHER_PROBLEMS[problem])
     out = tmp_path / "run"

@@ -19,9 +19,11 @@ def test_errors_is_a_leaf():
 
 
 def test_predictors_do_not_import_training():
-    code = ("import sys, seqlab.translate, seqlab.problems.classify, seqlab.problems.lm; "
+    code = ("import sys, seqlab.translate, seqlab.problems.classify, seqlab.problems.lm, "
+            "seqlab.problems.tag, seqlab.problems.forecast; "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('seqlab'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
-    assert "seqlab.problems.lm" in loaded
+    assert {"seqlab.problems.lm", "seqlab.problems.tag",
+            "seqlab.problems.forecast"} <= set(loaded)
     assert not {"seqlab.train", "seqlab.rundir", "seqlab.schedules"} & set(loaded), loaded

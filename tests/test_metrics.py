@@ -1,6 +1,6 @@
 """Metrics: BLEU / chrF agree with sacrebleu's own functions, case handling (chrF always cased,
-BLEU lowercased only when asked, also through Translator.evaluate); perplexity and exact
-match by hand."""
+BLEU lowercased only when asked, also through Translator.evaluate); perplexity, exact
+match and distinct-n by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import sacrebleu
 
 from seqlab.config import Config, EvalConfig
-from seqlab.metrics import Score, bleu, chrf, exact_match, perplexity
+from seqlab.metrics import Score, bleu, chrf, distinct_n, exact_match, perplexity
 from seqlab.translate import Translator
 
 HYPS = [
@@ -155,3 +155,31 @@ def test_exact_match_by_hand():
     assert exact_match(hyps, refs) == pytest.approx(0.5)
     assert exact_match(["same"], ["same"]) == 1.0
     assert exact_match(["a"], ["b"]) == 0.0
+
+
+DISTINCT = ["나는 학교에 간다", "나는  학교에 안 간다", "응"]
+
+
+def test_distinct_n_by_hand():
+    """Li et al. 2016: distinct n-grams / all n-grams, over every output together."""
+    # words: 나는 학교에 간다 | 나는 학교에 안 간다 | 응 -> 8 unigrams, 5 distinct
+    assert distinct_n(DISTINCT, 1) == pytest.approx(5 / 8)
+    # bigrams: (나는 학교에) (학교에 간다) | (나는 학교에) (학교에 안) (안 간다) -> 5, 4 distinct
+    assert distinct_n(DISTINCT, 2) == pytest.approx(4 / 5)
+    # characters, spaces removed: 나는학교에간다 (7) 나는학교에안간다 (8) 응 (1): 16, of 9 kinds
+    assert distinct_n(DISTINCT, 1, unit="char") == pytest.approx(9 / 16)
+    # character bigrams: 6 + 7 + 0 = 13; distinct: 나는 는학 학교 교에 에간 간다 에안 안간 = 8
+    assert distinct_n(DISTINCT, 2, unit="char") == pytest.approx(8 / 13)
+    assert distinct_n(["나 는", "나는"], 2, unit="char") == pytest.approx(1 / 2)
+
+
+def test_distinct_n_never_joins_two_outputs():
+    # "a b" twice: bigrams (a b), (a b): 1 of 2; an n-gram across outputs would add (b a)
+    assert distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
+    assert distinct_n(["a b", "c"], 3) == 0.0  # no trigram anywhere
+    assert distinct_n([], 1) == 0.0 and distinct_n(["", " "], 1, unit="char") == 0.0
+    assert distinct_n(["same answer"] * 50, 1) == pytest.approx(2 / 100)  # a generic model
+    with pytest.raises(ValueError, match="n >= 1"):
+        distinct_n(["a"], 0)
+    with pytest.raises(ValueError, match="unit"):
+        distinct_n(["a"], 1, unit="morpheme")

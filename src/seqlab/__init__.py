@@ -1,4 +1,5 @@
-"""seqlab: recurrent sequence learning (seq2seq, classification, language models).
+"""seqlab: recurrent sequence learning (seq2seq, classification, language models, tagging,
+forecasting).
 
     import seqlab
     cfg = seqlab.load_config("configs/multi30k_de_en.yaml")
@@ -6,6 +7,7 @@
     seqlab.Translator.from_checkpoint("runs/de_en").translate(["Ein Hund läuft."])
     seqlab.Classifier.from_checkpoint("runs/nsmc_sentiment").predict(["재밌다"])
     seqlab.Generator.from_checkpoint("runs/shakespeare_char").generate("ROMEO:", 200)
+    seqlab.Tagger.from_checkpoint("runs/korean_spacing").predict(["아버지가방에들어가신다"])
 
 Names are imported on first use, so `import seqlab` is instant.
 """
@@ -24,6 +26,8 @@ _EXPORTS = {
     "train": "seqlab.train", "Translator": "seqlab.translate",
     "Classifier": "seqlab.problems.classify", "Generator": "seqlab.problems.lm",
     "RNNClassifier": "seqlab.problems.classify", "RNNLanguageModel": "seqlab.problems.lm",
+    "Tagger": "seqlab.problems.tag", "RNNTagger": "seqlab.problems.tag",
+    "Forecaster": "seqlab.problems.forecast",
     "greedy_search": "seqlab.search", "beam_search": "seqlab.search", "sample": "seqlab.search",
     "Vocab": "seqlab.vocab", "DataError": "seqlab.errors",
 }

@@ -187,7 +187,8 @@ def stored_config(state: dict, path: str | Path, problem: str | None = None):
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its stored config is not valid ({exc})") from None
     if problem is not None and config.problem != problem:
-        verb = {"seq2seq": "translate", "classify": "classify", "lm": "generate"}
+        verb = {"seq2seq": "translate", "classify": "classify", "lm": "generate",
+                "tag": "tag", "forecast": "forecast"}
         raise CheckpointError(f"{path}: {with_article(config.problem)} model, not "
                               f"{with_article(problem)} one; use `seqlab "
                               f"{verb[config.problem]}` with it")

@@ -150,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE", help="output file (default: stdout)")
     _add_search_options(p)
 
+    p = sub.add_parser("chat", help="talk to a trained seq2seq model, one line at a time",
+                       description="Answer each line as soon as it is read, with the model's "
+                       "search (its config's search section: a beam for the chatbot recipe) or "
+                       "--sample. At a terminal it prompts; from a pipe it writes one answer "
+                       "line per input line (an empty one for a line it cannot answer, the "
+                       "reason on stderr). An empty line, /quit or the end of input (Ctrl-D) "
+                       "ends the chat; Ctrl-C too (exit code 130). With --sample --seed N, "
+                       "line i is sampled with seed N + i, so a session replays exactly.")
+    p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
+    _add_search_options(p)
+
     p = sub.add_parser("classify", help="label text with a trained classifier",
                        description="Classify one text per line, stdin to stdout by default: "
                        "one output line per input line, LABEL<TAB>PROBABILITY, same order.")
@@ -158,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE", help="output file (default: stdout)")
     p.add_argument("--all", action="store_true",
                    help="every label's probability: LABEL<TAB>P(first label)<TAB>P(second)...")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+    p = sub.add_parser("tag", help="label every position with a trained tagger (spacing)",
+                       description="Tag one line per input line, stdin to stdout by default, "
+                       "same order. A word-spacing model (tag.scheme spacing) reads each line "
+                       "with its spaces removed and writes it with the spaces restored; a "
+                       "tokens model writes TOKEN/TAG pairs.")
+    p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
+    p.add_argument("--input", "-i", metavar="FILE", help="input file (default: stdin)")
+    p.add_argument("--output", "-o", metavar="FILE", help="output file (default: stdout)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: tokens, "
+                   "labels and every label's probability at each position")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     p = sub.add_parser("generate", help="continue a text with a trained language model",
@@ -174,16 +197,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a trained model on held-out data",
                        description="seq2seq: translate --src and score it against --ref with "
                        "sacrebleu (BLEU, chrF, perplexity). classify: --data FILE in the "
-                       "training data's format (accuracy, macro-F1, confusion matrix). lm: "
+                       "training data's format (accuracy, macro-F1, confusion matrix). tag: "
+                       "--data FILE in the training data's format, for spacing a text of "
+                       "spaced sentences (boundary F1, exact match). lm: "
                        "--data FILE, a text (nats per token, bits per character, perplexity).")
     p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
     p.add_argument("--src", help="seq2seq: source sentences, one per line")
     p.add_argument("--ref", help="seq2seq: reference translations, one per line")
     p.add_argument("--data", metavar="FILE", help="classify: labelled data (a TSV, or a "
-                   "PREFIX of PREFIX.SRC + PREFIX.TGT, as the model was trained on); lm: a text")
+                   "PREFIX of PREFIX.SRC + PREFIX.TGT, as the model was trained on); tag: the same "
+                   "(spacing: spaced sentences, one per line); lm: a text")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--output", "-o", help="seq2seq: also write the translations to this file")
     _add_search_options(p)
+
+    p = sub.add_parser("forecast", help="forecast the next values of a series",
+                       description="Forecast the H values after the end of a series with a "
+                       "trained forecaster (problem forecast); prints TIME<TAB>VALUE lines. "
+                       "The series: --data FILE, a CSV with the model's time and value "
+                       "columns, or by default the series the model was trained on.")
+    p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
+    p.add_argument("--data", metavar="FILE", help="a CSV: a header line, then time and value "
+                   "columns named as in training (default: the model's own series)")
+    p.add_argument("--horizon", type=int, metavar="H", help="values to forecast (default: the "
+                   "model's forecast.horizon)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     p = sub.add_parser("demo", help="train and show the embedded default (dates -> ISO)",
                        description="Train a seq2seq with attention that turns dates written "
@@ -280,6 +318,88 @@ def _translate_as_typed(translator, search: dict, sampling, with_scores: bool) -
     return 0
 
 
+CHAT_END = ("", "/quit")  # lines that end `seqlab chat` (after strip)
+
+
+def _cmd_chat(args) -> int:
+    """A conversation: every input line answered at once (see the chat parser's description)."""
+    from seqlab.data import DataError
+    from seqlab.translate import Translator
+
+    _check_options(args)
+    translator = Translator.from_checkpoint(args.model, device=args.device)  # fail early
+    search, sampling = _search_overrides(args), _sampling(args)
+    translator.check_inputs([], sampling, **search)  # the options against this model
+    with_scores = (args.n_best or 1) > 1
+    terminal = sys.stdin.isatty()
+    if terminal:
+        how = ("sampling" if sampling else
+               f"beam {search.get('beam_size', translator.config.search.beam_size)}")
+        print(f"seqlab chat: {args.model} ({how}); an empty line, /quit or Ctrl-D ends the "
+              "chat", file=sys.stderr)
+    try:
+        for i, text in enumerate(_chat_lines(terminal)):
+            if text in CHAT_END:
+                break
+            try:
+                if text is not None:  # None: not UTF-8, already said by _chat_lines
+                    translator.check_inputs([text], sampling, first_line=i + 1, **search)
+            except DataError as exc:  # too long for the options: said, and the chat goes on
+                print(f"seqlab chat: {exc}", file=sys.stderr)
+                text = None
+            if text is None:
+                if not terminal:  # a pipe: still one output line per input line
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
+                continue
+            _warn_unknown(translator, [text], "chat")
+            seeded = sampling and {**sampling, "seed": None if sampling["seed"] is None
+                                   else sampling["seed"] + i}
+            nbest = translator.translate_nbest([text], sampling=seeded, **search)
+            sys.stdout.write(_format(i, nbest[0], with_scores))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        if terminal:
+            print(file=sys.stderr)  # off the prompt's line; main() says "interrupted"
+        raise
+    return 0
+
+
+def _chat_lines(terminal: bool):
+    """The chat's input lines, stripped, as they come: at a terminal after a prompt "> " (with
+    line editing and history where Python has readline; the prompt on stderr when stdout is
+    not the terminal), else as the pipe delivers them. A line that is not UTF-8 is said on
+    stderr and comes as None."""
+    if terminal and sys.stdout.isatty():
+        try:
+            import readline  # noqa: F401  (input() then edits lines and keeps a history)
+        except ImportError:
+            pass
+    number = 0
+    while True:
+        number += 1
+        try:
+            if terminal and sys.stdout.isatty():
+                line = input("> ")
+            else:
+                if terminal:
+                    sys.stderr.write("> ")
+                    sys.stderr.flush()
+                raw = sys.stdin.buffer.readline()
+                if not raw:
+                    raise EOFError
+                line = raw.decode("utf-8").removeprefix("\ufeff" if number == 1 else "")
+        except EOFError:
+            if terminal:
+                print(file=sys.stderr)  # off the prompt's line
+            return
+        except UnicodeDecodeError as exc:
+            print(f"seqlab chat: <stdin>:{number}: not valid UTF-8 ({exc.reason}); skipped",
+                  file=sys.stderr)
+            line = None
+        yield None if line is None else line.strip()
+
+
 def _problem_of(model: str) -> str:
     """The problem shape a run directory or checkpoint was trained for (one line if unusable)."""
     from seqlab.checkpoint import load_for_prediction, stored_config
@@ -324,7 +444,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _evaluate_other(args, problem: str) -> int:
-    """classify: accuracy, macro-F1, confusion matrix; lm: nats per token, bits per char."""
+    """classify: accuracy, macro-F1, confusion matrix; tag: F1, exact match; lm: nats per
+    token, bits per char."""
     if problem == "classify":
         from seqlab.prepare import read_labelled
         from seqlab.problems.classify import Classifier
@@ -339,8 +460,18 @@ def _evaluate_other(args, problem: str) -> int:
                 "confusion (rows: gold, columns: predicted): "
                 + "; ".join(f"{label}: {row}" for label, row in
                             zip(result["labels"], result["confusion"])))
+    elif problem == "tag":
+        from seqlab.problems.tag import Tagger, read_tagged
+
+        tagger = Tagger.from_checkpoint(args.model, device=args.device)
+        result = tagger.evaluate(read_tagged(tagger.config, args.data))
+        text = (f"F1 {100 * result['f1']:.2f}  precision {100 * result['precision']:.2f}  "
+                f"recall {100 * result['recall']:.2f}  accuracy {100 * result['accuracy']:.2f}%"
+                f"  exact match {100 * result['exact_match']:.2f}%  loss {result['loss']:.4f}  "
+                f"({result['sequences']} sequences, {result['positions']} positions)")
     else:
-        from seqlab.problems.lm import Generator, read_text
+        from seqlab.data import read_text
+        from seqlab.problems.lm import Generator
 
         generator = Generator.from_checkpoint(args.model, device=args.device)
         result = generator.evaluate_text(read_text(args.data))
@@ -373,6 +504,29 @@ def _cmd_classify(args) -> int:
     return 0
 
 
+def _cmd_tag(args) -> int:
+    from seqlab.problems.tag import Tagger
+
+    _check_output(args.output)
+    tagger = Tagger.from_checkpoint(args.model, device=args.device)
+    lines = _read_input(args.input)
+    predictions = tagger.predict(lines)
+    if args.json:
+        rows = [json.dumps({"tokens": p.tokens, "labels": p.labels, "text": p.text,
+                            "probabilities": [{k: round(v, 4) for k, v in q.items()}
+                                              for q in p.probabilities]}, ensure_ascii=False)
+                for p in predictions]
+    else:
+        rows = [p.text for p in predictions]
+    text = "".join(row + "\n" for row in rows)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    _warn_unknown(tagger, lines, "tag")
+    return 0
+
+
 def _cmd_generate(args) -> int:
     from seqlab.config import ConfigError
     from seqlab.problems.lm import Generator
@@ -392,6 +546,22 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_forecast(args) -> int:
+    from seqlab.config import ConfigError
+    from seqlab.problems.forecast import Forecaster, load_series, read_csv_series
+
+    if args.horizon is not None and args.horizon < 1:
+        raise ConfigError(f"--horizon {args.horizon}: must be >= 1")
+    forecaster = Forecaster.from_checkpoint(args.model, device=args.device)
+    f = forecaster.config.forecast
+    history = (read_csv_series(args.data, f.time_column, f.value_column,
+                               forecaster.scaling.season)
+               if args.data else load_series(forecaster.config))
+    forecast = forecaster.predict(history, args.horizon)
+    sys.stdout.write("".join(line + "\n" for line in forecast.lines()))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from seqlab.demo import run_demo
 
@@ -400,7 +570,9 @@ def _cmd_demo(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "classify": _cmd_classify,
-            "generate": _cmd_generate, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
+            "tag": _cmd_tag, "chat": _cmd_chat,
+            "generate": _cmd_generate, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
+            "forecast": _cmd_forecast}
 
 
 def main(argv: list[str] | None = None) -> int:

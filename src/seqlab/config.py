@@ -90,6 +90,7 @@ class TokenizerConfig:
     character_coverage: float = check(1.0, "in (0, 1]")  # sentencepiece; 1.0: keep all
     min_freq: int = check(1, ">= 1")  # tokens seen fewer times become <unk>
     max_vocab: int | None = check(None, "> 0")  # cap on vocabulary size, specials included
+    sampling_alpha: float = check(0.0, ">= 0")  # subword regularization in training; 0: off
 
 
 @dataclass
@@ -129,6 +130,47 @@ class LMConfig:
     # lines: every line is a sequence of its own, <sos> line <eos>
     mode: Literal["stream", "lines"] = "stream"
     bptt: int = check(128, ">= 1")  # stream: tokens per chunk = steps back-propagated through
+
+
+@dataclass
+class TagConfig:
+    """problem: tag (aligned many-to-many): embeddings -> Recurrent -> a label per position."""
+
+    # spacing: each line of a text file is a spaced sentence; the input is its characters with
+    # the spaces removed, the label of each character says whether a space followed it;
+    # tokens: parallel or tsv data, whitespace-separated tokens and as many tags (POS, NER)
+    scheme: Literal["spacing", "tokens"] = "spacing"
+    crf: bool = False  # a linear-chain CRF output layer (Viterbi decoding) instead of softmax
+
+
+@dataclass
+class ForecastConfig:
+    """problem: forecast (many-to-one over time): a window of past values -> the next ones."""
+
+    # csv: data.train is a CSV file (a header line, a time column and a value column);
+    # co2, sunspots: the series shipped inside statsmodels; sine: a generated noisy sine
+    series: Literal["csv", "co2", "sunspots", "sine"] = "csv"
+    time_column: int | str = "time"  # csv: the time column, a header name or 1-based number
+    value_column: int | str = "value"  # csv: the value column, a header name or number
+    sine_length: int = check(400, "> 0")  # sine: values generated
+    season: int | None = check(None, ">= 1")  # m, steps per season; null: the series' own
+    window: int = check(24, ">= 1")  # past values the encoder reads (W)
+    horizon: int = check(8, ">= 1")  # values forecast at every origin (H)
+    # direct: H outputs at once; recursive: a one-step model fed its own prediction
+    strategy: Literal["direct", "recursive"] = "direct"
+    relative: bool = True  # inputs and targets relative to the window's last value
+    calendar: bool = False  # sin / cos of the season's phase as extra inputs
+    loss: Literal["mse", "mae"] = "mse"  # on the scaled values
+    batch_size: int = check(32, ">= 1")  # training windows per batch
+    valid_fraction: float = check(0.15, "in (0, 1)")  # the part before the test part
+    test_fraction: float = check(0.15, "in (0, 1)")  # the last part of the series
+    peers: bool = True  # report seasonal-naive, ETS and SARIMA on the same origins
+    sarima_d: int = check(1, ">= 0")  # SARIMA differences (fixed, not searched)
+    sarima_seasonal_d: int = check(1, ">= 0")  # seasonal differences (fixed)
+    sarima_max_p: int = check(2, ">= 0")  # AIC search: p in 0..max_p
+    sarima_max_q: int = check(1, ">= 0")  # q in 0..max_q
+    sarima_max_seasonal_p: int = check(0, ">= 0")  # P in 0..max
+    sarima_max_seasonal_q: int = check(1, ">= 0")  # Q in 0..max
 
 
 @dataclass
@@ -190,19 +232,21 @@ class EvalConfig:
     lowercase: bool = False
 
 
-PROBLEMS = ("seq2seq", "classify", "lm")
+PROBLEMS = ("seq2seq", "classify", "lm", "tag", "forecast")
 # each problem's validation metrics, True where higher is better; the first is the default
 # train.early_stopping_metric
 PROBLEM_METRICS = {
     "seq2seq": {"bleu": True, "chrf": True, "exact_match": True, "loss": False},
     "classify": {"accuracy": True, "macro_f1": True, "loss": False},
     "lm": {"loss": False},
+    "tag": {"f1": True, "exact_match": True, "accuracy": True, "loss": False},
+    "forecast": {"mase": False, "mae": False, "rmse": False, "loss": False},
 }
 
 
 @dataclass
 class Config:
-    problem: Literal["seq2seq", "classify", "lm"] = "seq2seq"  # the problem shape
+    problem: Literal["seq2seq", "classify", "lm", "tag", "forecast"] = "seq2seq"  # the shape
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -211,6 +255,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     lm: LMConfig = field(default_factory=LMConfig)
+    tag: TagConfig = field(default_factory=TagConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
     @property
     def stopping_metric(self) -> str:
@@ -232,7 +278,8 @@ class Config:
         lines = lines or {}
         check_ranges(self, "", lines)
         d, m, s = self.data, self.model, self.search
-        if d.synthetic is None and d.train is None:
+        if d.synthetic is None and d.train is None and not (
+                self.problem == "forecast" and self.forecast.series != "csv"):
             raise ConfigError("data: give either data.train (a file prefix) or data.synthetic")
         _check_problem(self, lines)
         if m.bidirectional and m.hidden_size % 2:
@@ -283,14 +330,27 @@ def _check_problem(config: Config, lines: dict[str, str]) -> None:
         if shape != problem:
             _fail(lines, "data.synthetic", f"data.synthetic: {d.synthetic!r} is a {shape} "
                   f"dataset, but problem is {problem!r}")
+    if problem == "tag" and d.synthetic is not None and config.tag.scheme != "spacing":
+        _fail(lines, "tag.scheme", f"tag.scheme: the generated dataset {d.synthetic!r} is "
+              "spaced text; it needs tag.scheme: spacing")
+    if problem == "tag" and d.valid_holdout is not None and config.tag.scheme == "spacing":
+        _fail(lines, "data.valid_holdout", "data.valid_holdout is not implemented for "
+              "tag.scheme spacing; give a data.valid file")
     if d.valid_holdout is not None and (d.valid is not None or d.synthetic is not None):
         _fail(lines, "data.valid_holdout", "data.valid_holdout holds validation examples out "
               "of the training data; it cannot be used with data.valid or data.synthetic")
     if d.synthetic is not None:
         pass
+    elif problem == "tag":
+        scheme = config.tag.scheme
+        if (scheme == "spacing") != (d.format == "text"):
+            wanted = "text (one spaced sentence per line)" if scheme == "spacing" else (
+                "parallel or tsv (tokens and their tags)")
+            _fail(lines, "data.format", f"data.format: tag.scheme {scheme} reads data.format "
+                  f"{wanted}, not {d.format!r}")
     elif d.format == "text" and problem != "lm":
         _fail(lines, "data.format", f"data.format: 'text' (one running text) is for problem "
-              f"lm, not {problem!r}; use parallel or tsv")
+              f"lm or tag, not {problem!r}; use parallel or tsv")
     elif problem == "lm" and d.format != "text":
         _fail(lines, "data.format", f"data.format: a language model reads plain text files "
               f"(format: text), not {d.format!r}")
@@ -304,9 +364,45 @@ def _check_problem(config: Config, lines: dict[str, str]) -> None:
     if d.src_column == d.tgt_column:
         _fail(lines, "data.tgt_column", f"data.src_column and data.tgt_column are both "
               f"{d.src_column!r}")
+    t = config.tokenizer
+    if t.sampling_alpha and (t.kind, t.model_type) != ("sentencepiece", "unigram"):
+        _fail(lines, "tokenizer.sampling_alpha", "tokenizer.sampling_alpha samples from a "
+              "sentencepiece unigram model; it needs tokenizer.kind: sentencepiece and "
+              "model_type: unigram (or set it to 0)")
+    if t.sampling_alpha and problem != "classify":
+        _fail(lines, "tokenizer.sampling_alpha", "tokenizer.sampling_alpha is implemented for "
+              f"problem classify only, not {problem!r}; set it to 0")
+    if problem == "forecast":
+        _check_forecast(config, lines)
     if problem == "lm" and m.bidirectional:
         _fail(lines, "model.bidirectional", "model.bidirectional: a language model reads "
               "only the past; set model.bidirectional: false for problem lm")
+
+
+def _check_forecast(config: Config, lines: dict[str, str]) -> None:
+    """problem forecast: one series split by time, read by a unidirectional encoder."""
+    d, f = config.data, config.forecast
+    if config.model.bidirectional:
+        _fail(lines, "model.bidirectional", "model.bidirectional: a forecaster reads only the "
+              "past; set model.bidirectional: false for problem forecast")
+    if f.series != "csv" and (d.train is not None or d.synthetic is not None):
+        key = "data.train" if d.train is not None else "data.synthetic"
+        _fail(lines, key, f"{key}: forecast.series {f.series!r} is built in; remove {key} "
+              "(or set forecast.series: csv)")
+    for key in ("valid", "test"):
+        if getattr(d, key) is not None:
+            _fail(lines, f"data.{key}", f"data.{key}: a forecaster splits its one series by "
+                  "time (forecast.valid_fraction, test_fraction); remove it")
+    if f.valid_fraction + f.test_fraction >= 1:
+        _fail(lines, "forecast.test_fraction", "forecast: valid_fraction + test_fraction must "
+              f"be < 1 (the rest trains), got {f.valid_fraction:g} + {f.test_fraction:g}")
+    for key in ("time_column", "value_column"):
+        value = getattr(f, key)
+        if isinstance(value, int) and value < 1:
+            _fail(lines, f"forecast.{key}", f"forecast.{key} counts columns from 1, got {value}")
+    if f.time_column == f.value_column:
+        _fail(lines, "forecast.value_column", "forecast.time_column and value_column are both "
+              f"{f.time_column!r}")
 
 
 def _fail(lines: dict[str, str], key: str, text: str):

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import io
 import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -45,6 +47,7 @@ class ParallelText:
     tgt: list[str]
     skipped_empty: int = 0
     source: str = ""
+    lines: list[int] = dataclasses.field(default_factory=list)  # each pair's line, if known
 
     def __len__(self) -> int:
         return len(self.src)
@@ -65,14 +68,16 @@ def _read_raw_lines(path: PathLike) -> list[str]:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def _pairs(src: list[str], tgt: list[str], source: str) -> ParallelText:
-    """Strip both sides; leave out (and count) pairs where either side is empty."""
+def _pairs(src: list[str], tgt: list[str], source: str, first_line: int = 1) -> ParallelText:
+    """Strip both sides; leave out (and count) pairs where either side is empty; remember the
+    line number of each pair kept (the first pair on `first_line`)."""
     pairs = ParallelText(src=[], tgt=[], skipped_empty=0, source=source)
-    for s, t in zip(src, tgt, strict=True):
+    for lineno, (s, t) in enumerate(zip(src, tgt, strict=True), start=first_line):
         s, t = s.strip(), t.strip()
         if s and t:
             pairs.src.append(s)
             pairs.tgt.append(t)
+            pairs.lines.append(lineno)
         else:
             pairs.skipped_empty += 1
     if not pairs.src:
@@ -123,7 +128,7 @@ def read_tsv(path: PathLike, src_column: int | str = 1, tgt_column: int | str = 
                             f"({what}), found {len(columns)}")
         src.append(columns[src_at])
         tgt.append(columns[tgt_at])
-    return _pairs(src, tgt, source=str(path))
+    return _pairs(src, tgt, source=str(path), first_line=2 if header else 1)
 
 
 def _column(path: PathLike, column: int | str, names: list[str], side: str) -> int:
@@ -167,6 +172,35 @@ def read_lines(path: PathLike) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Text -> ids
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file read whole (a leading byte-order mark dropped, nothing else changed).
+
+    A missing, unreadable or empty file, or bytes that are not UTF-8, are one-line DataErrors
+    that name the file (`path:line:` for bad UTF-8, worded as `seqlab.data.decode_lines`)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        list(decode_lines(io.BytesIO(data), str(path)))  # raises the line's DataError
+        raise  # not reached: a text that fails as a whole fails on one of its lines
+    if not text:
+        what = "only a byte-order mark" if data.startswith(codecs.BOM_UTF8) else "empty file"
+        raise DataError(f"{path}: {what}, no text")
+    return text
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a text as `seqlab.data` counts them: ended by "\\n" only (a trailing "\\r"
+    dropped), the last one also without "\\n"; blank lines are left out."""
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return [line for line in lines if line.strip()]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Evaluation metrics: corpus BLEU and chrF (thin wrappers over sacrebleu), perplexity,
-exact match.
+exact match, distinct-n (the diversity of a dialogue model's outputs).
 
 BLEU and chrF are never computed by hand here: sacrebleu (Post 2018, "A Call for Clarity in
 Reporting BLEU Scores") tokenizes the detokenized text itself, so scores are comparable
@@ -99,6 +99,33 @@ def perplexity(total_nll: float, total_tokens: int) -> float:
         return math.exp(total_nll / total_tokens)
     except OverflowError:
         return math.inf
+
+
+def distinct_n(texts: Sequence[str], n: int, unit: str = "word") -> float:
+    """distinct-n (Li et al. 2016, "A Diversity-Promoting Objective Function for Neural
+    Conversation Models"): the number of distinct n-grams divided by the total number of
+    n-grams, over all `texts` together; in [0, 1], higher is more varied. n-grams are taken
+    inside each text, never across two. A generic model that answers everything with the same
+    few replies scores near 0, however fluent the replies.
+
+    unit "word": whitespace-separated tokens (Li et al.'s words; in Korean these are eojeol,
+    a word with its attached particles; punctuation stays attached, no tokenizer is
+    involved). unit "char": the characters of each text with its
+    whitespace removed (Hangul syllables for Korean; n-grams run across word boundaries,
+    as chrF's do). A text shorter than n adds nothing; with no n-gram at all the result is 0.
+    """
+    if n < 1:
+        raise ValueError(f"distinct-n needs n >= 1, got {n}")
+    if unit not in ("word", "char"):
+        raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+    seen: set[tuple[str, ...]] = set()
+    total = 0
+    for text in texts:
+        units = text.split() if unit == "word" else [c for c in text if not c.isspace()]
+        grams = [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
+        seen.update(grams)
+        total += len(grams)
+    return len(seen) / total if total else 0.0
 
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:

@@ -317,3 +317,109 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
         ax.set_title(f"{title + chr(10) if title else ''}accuracy {100 * accuracy:.2f}% of "
                      f"{int(total):,}")
         return _save(fig, path)
+
+
+def plot_spacing(sentences: Sequence[Sequence[str]], probabilities: Sequence[Sequence[float]],
+                 gold: Sequence[Sequence[str]], path: str | Path,
+                 title: str | None = None) -> Path:
+    """Word-spacing restoration, one row per sentence: each character in a cell coloured by
+    the model's P(a space follows it); a black bar after a character where the gold text
+    has a space, and a red frame where the prediction (P > 0.5) disagrees. Saved as PNG."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    rows = len(sentences)
+    if not (rows == len(probabilities) == len(gold)):
+        raise ValueError("sentences, probabilities and gold must have one entry per sentence")
+    width = max((len(s) for s in sentences), default=1)
+    with _use_hangul_font():
+        fig = Figure(figsize=(min(24.0, 1.5 + 0.42 * width), 0.75 + 0.62 * rows))
+        ax = fig.add_subplot()
+        cmap = _colormap("Blues")
+        for r, (chars, probs, labels) in enumerate(zip(sentences, probabilities, gold)):
+            y = rows - 1 - r
+            for i, (c, p, g) in enumerate(zip(chars, probs, labels, strict=True)):
+                wrong = (p > 0.5) != (g == "1")
+                ax.add_patch(Rectangle((i, y), 1, 0.8, facecolor=cmap(p),
+                                       edgecolor="red" if wrong else "white",
+                                       linewidth=2 if wrong else 0.5))
+                ax.text(i + 0.5, y + 0.4, c, ha="center", va="center", fontsize=11,
+                        color="white" if p > 0.6 else "black")
+                if g == "1":
+                    ax.plot([i + 1, i + 1], [y - 0.05, y + 0.85], color="black", linewidth=2)
+        ax.set_xlim(0, width)
+        ax.set_ylim(-0.2, rows)
+        ax.set_axis_off()
+        fig.colorbar(_scalar_mappable(cmap), ax=ax, label="P(a space follows)",
+                     fraction=0.03, pad=0.01)
+        ax.set_title((title + "\n" if title else "") + "blue: P(space after the character); "
+                     "black bar: gold space; red frame: wrong", fontsize=10)
+        return _save(fig, path)
+
+
+def _colormap(name: str) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def _scalar_mappable(cmap: Any) -> Any:
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    return ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
+
+
+def plot_forecast(times: Sequence[Any], truth: Sequence[float],
+                  forecasts: Mapping[str, tuple[Sequence[int], Any]], path: str | Path,
+                  title: str | None = None, every: int | None = None) -> Path:
+    """Rolling-origin forecasts against the truth, and their errors.
+
+    times, truth: the series (N,) (times: numbers or numpy datetime64). forecasts: name ->
+    (origins (n,), values (n, H)): the forecast made at index origins[i] for the indices
+    origins[i] + 1 .. origins[i] + H. Top: the truth, and for every `every`-th origin (default
+    H: non-overlapping paths) each method's H-step path from it. Middle: each method's
+    absolute error of the one-step-ahead forecast over time. Bottom: MAE by horizon h (over
+    all origins). Saved as PNG."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    t, y = np.asarray(times), np.asarray(truth, dtype=float)
+    if not forecasts:
+        raise ValueError("no forecasts to plot")
+    with _use_hangul_font():
+        fig = Figure(figsize=(10.0, 9.0))
+        top, middle, bottom = fig.subplots(3, 1, gridspec_kw={"height_ratios": [3, 1.5, 1.5]})
+        first = min(int(np.min(o)) for o, _ in forecasts.values())
+        top.plot(t[first:], y[first:], color="black", linewidth=1.2, label="truth")
+        colors = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown"]
+        for k, (name, (origins, values)) in enumerate(forecasts.items()):
+            origins, values = np.asarray(origins), np.asarray(values, dtype=float)
+            horizon = values.shape[1]
+            color = colors[k % len(colors)]
+            step = every or horizon
+            for j, i in enumerate(range(0, len(origins), step)):
+                at = origins[i] + np.arange(0, horizon + 1)
+                path_values = np.concatenate([[y[origins[i]]], values[i]])
+                keep = at < len(t)
+                top.plot(t[at[keep]], path_values[keep], color=color, linewidth=1.0,
+                         alpha=0.85, label=name if j == 0 else None)
+            error = np.abs(values[:, 0] - y[origins + 1])
+            middle.plot(t[origins + 1], error, color=color, linewidth=0.8, label=name)
+            truth_h = y[origins[:, None] + np.arange(1, horizon + 1)[None, :]]
+            mae = np.mean(np.abs(values - truth_h), axis=0)
+            bottom.plot(np.arange(1, horizon + 1), mae, marker=".", color=color,
+                        label=f"{name} (MAE {np.mean(mae):.3g})")
+        top.set_ylabel("value")
+        top.legend(fontsize=8, ncol=2)
+        top.grid(True, alpha=0.3)
+        if title:
+            top.set_title(title)
+        middle.set_ylabel("|error|, h = 1")
+        middle.grid(True, alpha=0.3)
+        bottom.set_xlabel("horizon h (steps after the origin)")
+        bottom.set_ylabel("MAE")
+        bottom.grid(True, alpha=0.3)
+        bottom.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        return _save(fig, path)

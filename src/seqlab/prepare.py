@@ -102,7 +102,8 @@ def hold_out(pairs: ParallelText, n: int) -> tuple[ParallelText, ParallelText]:
     def part(keep: bool, label: str) -> ParallelText:
         rows = [i for i in range(len(pairs)) if (i in chosen) != keep]
         return ParallelText([pairs.src[i] for i in rows], [pairs.tgt[i] for i in rows],
-                            pairs.skipped_empty if keep else 0, f"{pairs.source} ({label})")
+                            pairs.skipped_empty if keep else 0, f"{pairs.source} ({label})",
+                            [pairs.lines[i] for i in rows] if pairs.lines else [])
 
     return part(True, f"without {n} held out"), part(False, f"{n} held out")
 

@@ -5,7 +5,7 @@ One or more for each problem shape (``DATASETS`` says which), chosen with
 ``make(n, *, seed, split="train")`` of plain strings, deterministic for ``(n, seed, split)``,
 and the first ``k`` items of a call with ``n >= k`` equal the items of a call with ``n = k``.
 seq2seq and classify datasets give ``(source, target)`` pairs (for classify the target is the
-label); lm datasets give lines of text. Pure Python, no torch.
+label); lm and tag datasets give lines of text. Pure Python, no torch.
 
 dates
     Human-written dates -> ISO ``YYYY-MM-DD``. The demo task of ``seqlab demo``: a
@@ -45,7 +45,17 @@ alphabet (lm)
     character model learns that each letter is followed by the next one; only a line's first
     letter and its length are random.
 
-For copy, reverse, sort, is_sorted and alphabet the split only changes the random stream,
+spacing (tag)
+    Short Korean sentences made from a small grammar, spaced as Korean is (띄어쓰기: a
+    particle is written onto its noun, a space follows the word)::
+
+        고양이가 사과를 천천히 먹는다.      오늘 아이는 책을 읽었다.
+
+    The subject particle is 이/가 and the object particle 을/를, chosen by whether the noun
+    ends in a final consonant (받침), so a tagger must learn where a word ends from the
+    characters around it; the tag problem removes the spaces and learns to restore them.
+
+For copy, reverse, sort, is_sorted, alphabet and spacing the split only changes the random stream,
 so the splits differ but may share a sequence by chance.
 
 Ambiguity. Every date format is unambiguous, on its own and among all the others:
@@ -278,6 +288,37 @@ def alphabet(n: int, *, seed: int, split: str = "train", min_len: int = 3,
     return lines
 
 
+NOUNS = ("고양이", "강아지", "아이", "남자", "여자", "학생", "선생님", "친구", "사과", "책",
+         "공", "물", "빵", "편지", "노래", "음악", "영화", "꽃", "우유", "신문")
+ADVERBS = ("오늘", "어제", "천천히", "빨리", "자주", "함께", "다시", "조용히")
+VERBS = ("먹는다", "읽었다", "좋아한다", "본다", "만들었다", "찾는다", "기다린다", "보냈다")
+TOPIC_OR_SUBJECT = (("이", "가"), ("은", "는"))  # (after a final consonant, after a vowel)
+OBJECT = ("을", "를")
+
+
+def _particle(noun: str, pair: tuple[str, str]) -> str:
+    """The form of a particle that follows `noun`: pair[0] after a final consonant (받침)."""
+    has_final = (ord(noun[-1]) - 0xAC00) % 28 != 0
+    return pair[0] if has_final else pair[1]
+
+
+def spacing(n: int, *, seed: int, split: str = "train") -> list[str]:
+    """`n` spaced Korean sentences: [adverb] subject+이/가|은/는 object+을/를 [adverb] verb."""
+    _check_split(split)
+    rng = random.Random(f"spacing:{split}:{seed}")
+    lines = []
+    for _ in range(n):
+        subject, obj = rng.choice(NOUNS), rng.choice(NOUNS)
+        words = [subject + _particle(subject, rng.choice(TOPIC_OR_SUBJECT)),
+                 obj + _particle(obj, OBJECT)]
+        if rng.random() < 0.5:
+            words.insert(0, rng.choice(ADVERBS))
+        if rng.random() < 0.5:
+            words.append(rng.choice(ADVERBS))
+        lines.append(" ".join(words + [rng.choice(VERBS)]) + ".")
+    return lines
+
+
 @dataclass(frozen=True)
 class Dataset:
     problem: str  # the problem shape it is made for (config.problem)
@@ -291,6 +332,7 @@ DATASETS: dict[str, Dataset] = {
     "sort": Dataset("seq2seq", sort),
     "is_sorted": Dataset("classify", is_sorted),
     "alphabet": Dataset("lm", alphabet),
+    "spacing": Dataset("tag", spacing),
 }
 
 

@@ -134,6 +134,22 @@ class SentencePieceTokenizer:
     def detokenize(self, tokens: Sequence[str]) -> str:
         return self._sp.decode(list(tokens))
 
+    def pieces(self) -> list[str]:
+        """Every piece of the model except <unk>, in the model's order."""
+        sp = self._sp
+        return [sp.id_to_piece(i) for i in range(len(sp)) if not sp.is_unknown(i)]
+
+    def sample(self, texts: Sequence[str], alpha: float, seed: int) -> list[list[str]]:
+        """One segmentation of each text drawn from the unigram model's lattice,
+        P(seg | text) ∝ P(seg)^alpha (subword regularization, Kudo 2018); the same
+        (texts, alpha, seed) give the same samples (one thread: SentencePiece's sampler
+        draws from its seeded generator in order)."""
+        import sentencepiece as spm
+
+        spm.set_random_generator_seed(seed)
+        return self._sp.encode(list(texts), out_type=str, enable_sampling=True, alpha=alpha,
+                               nbest_size=-1, num_threads=1)
+
     def state_dict(self) -> dict:
         return {"kind": self.kind, "model_proto": self.model_proto}
 

@@ -152,6 +152,8 @@ class _Signals:
 def default_run_dir(config: Config) -> Path:
     """runs/<generated dataset name> or runs/<folder of the training files>."""
     d = config.data
+    if d.train is None and d.synthetic is None:  # a built-in series of problem forecast
+        return Path("runs") / f"forecast_{config.forecast.series}"
     return Path("runs") / (d.synthetic or Path(d.path(d.train)).resolve().parent.name or "run")
 
 

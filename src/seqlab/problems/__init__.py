@@ -1,4 +1,5 @@
-"""Problem shapes: what differs between seq2seq, classification and language modelling.
+"""Problem shapes: what differs between seq2seq, classification, language modelling, tagging
+and forecasting.
 
 The training loop (`seqlab.train`) drives every problem through this protocol and knows
 nothing else about it (duck-typed; each problem module documents its own data and model):
@@ -26,8 +27,8 @@ nothing else about it (duck-typed; each problem module documents its own data an
 
 Prediction (CLI, Python, later serving) goes through each problem's predictor, which loads
 a run directory or checkpoint by itself and imports nothing from training:
-`seqlab.translate.Translator` (seq2seq), `classify.Classifier`, `lm.Generator`, each with
-`from_checkpoint(path, device)`.
+`seqlab.translate.Translator` (seq2seq), `classify.Classifier`, `lm.Generator`,
+`tag.Tagger`, `forecast.Forecaster`, each with `from_checkpoint(path, device)`.
 
 `count` is what the loss is averaged over: the loop divides the summed loss by the step's
 count summed over all ranks, so a step's gradient is that of the mean over the global batch.
@@ -50,4 +51,12 @@ def build_problem(config):
         from seqlab.problems.lm import LMProblem
 
         return LMProblem(config)
+    if config.problem == "tag":
+        from seqlab.problems.tag import TagProblem
+
+        return TagProblem(config)
+    if config.problem == "forecast":
+        from seqlab.problems.forecast import ForecastProblem
+
+        return ForecastProblem(config)
     raise ValueError(f"unknown problem {config.problem!r}")

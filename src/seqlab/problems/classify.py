@@ -136,8 +136,10 @@ def build_label_codec(config: Config, train: ParallelText) -> LabelCodec:
     t = config.tokenizer
     tokenizer = build_tokenizer(t.kind, train.src, vocab_size=t.vocab_size,
                                 model_type=t.model_type, character_coverage=t.character_coverage)
-    vocab = Vocab.build((tokenizer.tokenize(x) for x in train.src), min_freq=t.min_freq,
-                        max_size=t.max_vocab)
+    texts = [tokenizer.tokenize(x) for x in train.src]
+    if t.sampling_alpha:  # sampled segmentations use pieces the best ones never do
+        texts.append(tokenizer.pieces())
+    vocab = Vocab.build(texts, min_freq=t.min_freq, max_size=t.max_vocab)
     labels = sorted(set(train.tgt))
     if len(labels) < 2:
         raise DataError(f"{train.source}: a classifier needs at least 2 labels, found "
@@ -268,8 +270,10 @@ class ClassifyProblem:
     def __init__(self, config: Config):
         self.config = config
         self.splits = self.codec = None
-        self.ids: list[list[int]] = []
+        self.ids: list[list[int]] = []  # the training texts as ids (this epoch's sample)
         self.labels: list[int] = []
+        self.texts: list[str] = []  # the training texts kept (for subword sampling)
+        self.sampled_epoch: int | None = None  # the epoch whose sample self.ids holds
 
     def prepare(self, state: dict | None = None) -> str:
         from seqlab.prepare import read_splits
@@ -281,17 +285,19 @@ class ClassifyProblem:
         for split in (splits.valid, splits.test):  # unknown labels: found before training
             if split is not None:
                 codec.label_ids(split.tgt, split.source)
-        limit, ids, labels = config.data.max_src_len, [], []
+        limit, ids, labels, texts = config.data.max_src_len, [], [], []
         for text, label in zip(splits.train.src, codec.label_ids(splits.train.tgt,
                                                                   splits.train.source)):
             row = codec.encode_text(text)
             if len(row) - 1 <= limit:
                 ids.append(row)
                 labels.append(label)
+                texts.append(text)
         if not ids:
             raise DataError(f"{splits.train.source}: no training text is within "
                             f"data.max_src_len={limit} tokens")
-        self.ids, self.labels = ids, labels
+        self.ids, self.labels, self.texts = ids, labels, texts
+        self.sampled_epoch = None
         counts = [labels.count(k) for k in range(len(codec.labels))]
         return (f"data: {len(ids)} training examples from {splits.train.source} "
                 f"({splits.train.skipped_empty} with an empty side skipped, "
@@ -319,7 +325,20 @@ class ClassifyProblem:
     def load_train_state(self, state: dict) -> None:
         pass
 
+    def sample_segmentations(self, epoch: int) -> None:
+        """Subword regularization: this epoch's training ids from sampled segmentations,
+        a function of (train.seed, epoch) only, so every rank and a resumed run agree; a
+        sample longer than data.max_src_len is cut there."""
+        alpha, limit = self.config.tokenizer.sampling_alpha, self.config.data.max_src_len
+        if not alpha or self.sampled_epoch == epoch:
+            return
+        seed = (self.config.train.seed * 1_000_003 + epoch) % 2**32
+        pieces = self.codec.tokenizer.sample(self.texts, alpha, seed)
+        self.ids = [self.codec.vocab.encode(p[:limit]) + [EOS] for p in pieces]
+        self.sampled_epoch = epoch
+
     def batches(self, epoch: int, rank: int, world: int) -> list[list[int]]:
+        self.sample_segmentations(epoch)
         sampler = TokenBatchSampler([len(x) for x in self.ids], None,
                                     self.config.train.batch_tokens, shuffle=True,
                                     seed=self.config.train.seed, rank=rank, world_size=world)

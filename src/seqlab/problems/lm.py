@@ -39,8 +39,6 @@ Shapes: B batch rows, T steps, E embedding, H hidden, L layers, V vocabulary.
 
 from __future__ import annotations
 
-import codecs
-import io
 import math
 import random
 import time
@@ -54,7 +52,7 @@ from torch.nn import functional as F
 
 from seqlab.checkpoint import load_weights, open_for_prediction
 from seqlab.config import Config, ConfigError, ModelConfig
-from seqlab.data import DataError, TokenBatchSampler, decode_lines
+from seqlab.data import DataError, TokenBatchSampler, read_text, text_lines  # noqa: F401
 from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
 from seqlab.search import greedy_search, sample
@@ -68,35 +66,6 @@ SAMPLE_TOKENS = 40  # tokens of each continuation shown at a validation
 
 # ---------------------------------------------------------------------------------------------
 # Reading text
-
-
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file read whole (a leading byte-order mark dropped, nothing else changed).
-
-    A missing, unreadable or empty file, or bytes that are not UTF-8, are one-line DataErrors
-    that name the file (`path:line:` for bad UTF-8, worded as `seqlab.data.decode_lines`)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        list(decode_lines(io.BytesIO(data), str(path)))  # raises the line's DataError
-        raise  # not reached: a text that fails as a whole fails on one of its lines
-    if not text:
-        what = "only a byte-order mark" if data.startswith(codecs.BOM_UTF8) else "empty file"
-        raise DataError(f"{path}: {what}, no text")
-    return text
-
-
-def text_lines(text: str) -> list[str]:
-    """The lines of a text as `seqlab.data` counts them: ended by "\\n" only (a trailing "\\r"
-    dropped), the last one also without "\\n"; blank lines are left out."""
-    lines = (line.removesuffix("\r") for line in text.split("\n"))
-    return [line for line in lines if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
