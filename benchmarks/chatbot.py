@@ -103,17 +103,19 @@ def retrieve(questions: list[str], train_q: list[str], train_a: list[str]) -> li
 
 
 def curve(run: Path) -> list[dict]:
-    """Every validation: step, training minutes, validation loss / perplexity / BLEU / chrF."""
-    rows = []
+    """Every validation: step, training minutes, validation loss / perplexity / BLEU / chrF,
+    and the learning rate of the training step before it (the plateau schedule's halvings)."""
+    rows, lr = [], None
     for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
+        lr = r.get("lr", lr)
         if "valid_loss" in r:
             rows.append({"step": r["step"], "epoch": r.get("epoch"),
                          "minutes": round(r.get("elapsed", float("nan")) / 60, 2),
                          **{k: round(r[k], 4) for k in ("valid_loss", "valid_ppl",
                                                         "valid_bleu", "valid_chrf")
                             if isinstance(r.get(k), (int, float))},
-                         "lr": r.get("lr")})
+                         "lr": lr})
     return rows
 
 

@@ -200,7 +200,10 @@ def test_at_a_terminal_ctrl_c_ends_it_without_a_traceback(run):
 
 def test_a_whole_terminal_gets_the_prompt_and_the_answers(run):
     """stdin and stdout both a terminal: Python's input() reads the lines (readline's editing
-    and history where Python has it); the prompt and the answers appear on the terminal."""
+    and history where Python has it); the answers and the prompt appear on the terminal. The
+    line is typed ahead, before the chat is up: the terminal keeps it until it is read. (The
+    first prompt is not waited for: on some machines the first bytes written to a fresh pty
+    are lost now and then, a property of the test's pty, not of seqlab.)"""
     import pty
 
     want = Translator.from_checkpoint(run).translate(LINES[:1], beam_size=3,
@@ -211,10 +214,9 @@ def test_a_whole_terminal_gets_the_prompt_and_the_answers(run):
     os.close(terminal)
     screen = io.FileIO(controller, "r+", closefd=False)
     try:
-        _read_until(screen, b"> ", proc)
         os.write(controller, LINES[0].encode() + b"\n")
-        _read_until(screen, want.encode() + b"\r\n", proc)  # the answer, on a line of its own
-        _read_until(screen, b"> ", proc)
+        # the answer on a line of its own, then the prompt for the next line
+        _read_until(screen, b"\r\n" + want.encode() + b"\r\n> ", proc)
         os.write(controller, b"/quit\n")
         assert proc.wait(timeout=60) == 0
         assert b"Traceback" not in proc.stderr.read()

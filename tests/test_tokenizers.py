@@ -112,3 +112,13 @@ def test_sentencepiece_needs_texts_and_a_known_model_type():
         build_tokenizer("sentencepiece", ["", "  "])
     with pytest.raises(ValueError, match="unigram"):
         build_tokenizer("sentencepiece", CORPUS, model_type="word")
+
+
+def test_too_small_a_sentencepiece_vocabulary_is_one_config_error():
+    from seqlab.errors import ConfigError
+
+    texts = [chr(0xAC00 + i) * 3 for i in range(300)]  # 300 syllables to keep, 100 pieces
+    with pytest.raises(ConfigError, match=r"tokenizer.vocab_size=100: Vocabulary size is "
+                                          r"smaller than required_chars\. 100 vs 302 \(raise"):
+        SentencePieceTokenizer.train(texts, vocab_size=100, model_type="unigram",
+                                     character_coverage=1.0)

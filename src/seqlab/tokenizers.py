@@ -106,6 +106,20 @@ class SentencePieceTokenizer:
             raise ValueError("a sentencepiece tokenizer needs some non-empty training texts")
         model = io.BytesIO()
         spm.set_random_generator_seed(seed)
+        try:
+            cls._train(spm, sentences, model, model_type, vocab_size, character_coverage)
+        except RuntimeError as exc:  # e.g. fewer pieces than the characters to keep
+            from seqlab.errors import ConfigError
+
+            why = str(exc).strip().split("] ")[-1].split(". Increase")[0]  # spm's own words
+            raise ConfigError(f"tokenizer: sentencepiece cannot train on this text with "
+                              f"tokenizer.vocab_size={vocab_size}: {why} (raise "
+                              "tokenizer.vocab_size or lower tokenizer.character_coverage)"
+                              ) from None
+        return cls(model.getvalue())
+
+    @staticmethod
+    def _train(spm, sentences, model, model_type, vocab_size, character_coverage) -> None:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
             model_writer=model,
@@ -122,7 +136,6 @@ class SentencePieceTokenizer:
             num_threads=8,
             minloglevel=2,
         )
-        return cls(model.getvalue())
 
     def __len__(self) -> int:
         """Number of pieces in the SentencePiece model (including its <unk>)."""
