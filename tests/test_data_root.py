@@ -44,6 +44,9 @@ def test_splits_are_read_from_root(tmp_path):
 def test_recipes_name_existing_files_under_their_root(recipe):
     cfg = load_config(recipe)
     d = cfg.data
+    if cfg.problem == "forecast" and d.train is None:  # a series shipped inside statsmodels
+        assert cfg.forecast.series in ("co2", "sunspots"), recipe.name
+        return
     assert d.root == "../shared/data" and not Path(d.train).is_absolute()
     root = (REPO / d.root).resolve()
     if not root.is_dir():
