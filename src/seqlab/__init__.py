@@ -7,7 +7,7 @@ forecasting).
     seqlab.Translator.from_checkpoint("runs/de_en").translate(["Ein Hund läuft."])
     seqlab.Classifier.from_checkpoint("runs/nsmc_sentiment").predict(["재밌다"])
     seqlab.Generator.from_checkpoint("runs/shakespeare_char").generate("ROMEO:", 200)
-    seqlab.Tagger.from_checkpoint("runs/korean_spacing").predict(["아버지가방에들어가신다"])
+    seqlab.Tagger.from_checkpoint("runs/korean_spacing").predict(["한남자가기타를치고있다."])
 
 Names are imported on first use, so `import seqlab` is instant.
 """

@@ -418,7 +418,7 @@ class Tagger:
     """A trained tagger: lines in, a label per position out, in the input's order.
 
         tagger = Tagger.from_checkpoint("runs/spacing")
-        tagger.predict(["아버지가방에들어가신다"])[0].text   # -> "아버지가 방에 들어가신다"
+        tagger.predict(["한남자가기타를치고있다."])[0].text   # -> "한 남자가 기타를 치고 있다."
     """
 
     def __init__(self, model: RNNTagger, codec: TagCodec, config: Config,
