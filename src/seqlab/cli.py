@@ -89,6 +89,14 @@ def _check_options(args) -> None:
             raise ConfigError(f"{option} {value:g}: must be {text}")
 
 
+def _write_output(text: str, path: str | None) -> None:
+    """The command's output: into `path` (--output) if given, else to stdout."""
+    if path:
+        Path(path).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
 def _check_output(path: str | None) -> None:
     """-o FILE must be writable: not a directory, in a folder that exists (checked before
     any decoding, so that no work is lost to a typo)."""
@@ -294,10 +302,7 @@ def _cmd_translate(args) -> int:
     nbest = translator.translate_nbest(texts, sampling=sampling, **search)  # checks, decodes
     _warn_unknown(translator, texts)
     text = "".join(_format(i, hyps, with_scores) for i, hyps in enumerate(nbest))
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    _write_output(text, args.output)
     return 0
 
 
@@ -496,10 +501,7 @@ def _cmd_classify(args) -> int:
     else:
         lines = [f"{p.label}\t{p.probability:.4f}" for p in predictions]
     text = "".join(line + "\n" for line in lines)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    _write_output(text, args.output)
     _warn_unknown(classifier, texts, "classify")
     return 0
 
@@ -519,10 +521,7 @@ def _cmd_tag(args) -> int:
     else:
         rows = [p.text for p in predictions]
     text = "".join(row + "\n" for row in rows)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    _write_output(text, args.output)
     _warn_unknown(tagger, lines, "tag")
     return 0
 

@@ -428,3 +428,13 @@ class TokenBatchSampler:
 
     def __len__(self) -> int:
         return len(self._rank_batches())
+
+
+def epoch_batches(lengths: Sequence[int], train, epoch: int, rank: int,
+                  world: int) -> list[list[int]]:
+    """One epoch's batches (example indices) of this rank, shuffled by `train.seed`, within
+    `train.batch_tokens` (a TrainConfig): a pure function of (lengths, seed, epoch, rank)."""
+    sampler = TokenBatchSampler(lengths, None, train.batch_tokens, shuffle=True,
+                                seed=train.seed, rank=rank, world_size=world)
+    sampler.set_epoch(epoch)
+    return list(sampler)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from seqlab.config import Config, ModelConfig
-from seqlab.data import DataError, ParallelText, TokenBatchSampler, _pad
+from seqlab.data import DataError, ParallelText, _pad, epoch_batches
 from seqlab.recurrent import Recurrent
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
 from seqlab.vocab import EOS, PAD, UNK, Vocab
@@ -339,11 +339,7 @@ class ClassifyProblem:
 
     def batches(self, epoch: int, rank: int, world: int) -> list[list[int]]:
         self.sample_segmentations(epoch)
-        sampler = TokenBatchSampler([len(x) for x in self.ids], None,
-                                    self.config.train.batch_tokens, shuffle=True,
-                                    seed=self.config.train.seed, rank=rank, world_size=world)
-        sampler.set_epoch(epoch)
-        return list(sampler)
+        return epoch_batches([len(x) for x in self.ids], self.config.train, epoch, rank, world)
 
     def batch(self, key: list[int]) -> LabelledBatch:
         return collate_labelled(self.ids, self.labels, key)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from seqlab.config import Config, ModelConfig
-from seqlab.data import DataError, TokenBatchSampler, _pad, read_text, text_lines
+from seqlab.data import DataError, _pad, epoch_batches, read_text, text_lines
 from seqlab.recurrent import Recurrent
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
 from seqlab.vocab import PAD, UNK, Vocab
@@ -549,11 +549,7 @@ class TagProblem:
         pass
 
     def batches(self, epoch: int, rank: int, world: int) -> list[list[int]]:
-        sampler = TokenBatchSampler([len(x) for x in self.ids], None,
-                                    self.config.train.batch_tokens, shuffle=True,
-                                    seed=self.config.train.seed, rank=rank, world_size=world)
-        sampler.set_epoch(epoch)
-        return list(sampler)
+        return epoch_batches([len(x) for x in self.ids], self.config.train, epoch, rank, world)
 
     def batch(self, key: list[int]) -> TagBatch:
         return collate_tagged(self.ids, self.labels, key)
