@@ -137,21 +137,25 @@ class RNNTagger(nn.Module):
         """src (B, S) padded with PAD, src_lengths (B,), labels (B, S) with IGNORE on padding
         -> emissions (B, S, C), the loss summed over the batch (None without labels)."""
         e = self.emissions(src, src_lengths)
-        if labels is None:
-            return e, None
+        return e, None if labels is None else self.loss(e, labels, src != PAD)
+
+    def loss(self, emissions: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+        """The loss of emissions (B, S, C) against labels (B, S), summed over the batch."""
         if self.crf is None:
-            return e, F.cross_entropy(e.flatten(0, 1).float(), labels.flatten(),
-                                      ignore_index=IGNORE, reduction="sum")
-        return e, self.crf.nll(e.float(), labels, src != PAD).sum()
+            return F.cross_entropy(emissions.flatten(0, 1).float(), labels.flatten(),
+                                   ignore_index=IGNORE, reduction="sum")
+        return self.crf.nll(emissions.float(), labels, mask).sum()
 
     def decode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """-> the predicted labels (B, S) and each position's label probabilities (B, S, C):
-        softmax: the argmax of each position; CRF: Viterbi, with the CRF's marginals."""
-        e = self.emissions(src, src_lengths).float()
+        """-> the predicted labels (B, S) and each position's label probabilities (B, S, C)."""
+        return self.decode_emissions(self.emissions(src, src_lengths), src != PAD)
+
+    def decode_emissions(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """softmax: the argmax of each position; CRF: Viterbi, with the CRF's marginals."""
+        e = emissions.float()
         if self.crf is None:
             probs = e.softmax(-1)
             return probs.argmax(-1), probs
-        mask = src != PAD
         return self.crf.viterbi(e, mask), self.crf.marginals(e, mask)
 
 
@@ -436,27 +440,32 @@ class Tagger:
         load_weights(model, weights, where)
         return cls(model, codec, config, target)
 
-    def decode(self, tokens: Sequence[Sequence[str]]) -> tuple[list[list[int]],
-                                                                list[Tensor]]:
-        """Token lists -> predicted label ids and (n, C) probabilities per list, in order."""
+    def decode(self, tokens: Sequence[Sequence[str]], gold: Sequence[list[int]] | None = None
+               ) -> tuple[list[list[int]], list[Tensor], float]:
+        """Token lists -> predicted label ids and (n, C) probabilities per list, in order, and
+        with `gold` label ids the summed loss against them (else 0), from one forward pass."""
         ids = [self.codec.encode(t) for t in tokens]
         labels: list[list[int]] = [[] for _ in ids]
         probs: list[Tensor] = [torch.empty(0, len(self.codec.labels)) for _ in ids]
         order = [i for i in sorted(range(len(ids)), key=lambda i: len(ids[i])) if ids[i]]
-        size = self.config.search.batch_size
+        total, size = 0.0, self.config.search.batch_size
         with torch.no_grad():
             for start in range(0, len(order), size):
-                batch = collate_tagged(ids, None, order[start : start + size]).to(self.device)
-                predicted, p = self.model.decode(batch.src, batch.src_lengths)
+                batch = collate_tagged(ids, gold, order[start : start + size]).to(self.device)
+                mask = batch.src != PAD
+                e = self.model.emissions(batch.src, batch.src_lengths)
+                if gold is not None:
+                    total += self.model.loss(e, batch.labels, mask).item()
+                predicted, p = self.model.decode_emissions(e, mask)
                 for row, i in enumerate(batch.index.tolist()):
                     n = len(ids[i])
                     labels[i] = predicted[row, :n].tolist()
                     probs[i] = p[row, :n].cpu()
-        return labels, probs
+        return labels, probs, total
 
     def predict(self, lines: Sequence[str]) -> list[TagPrediction]:
         tokens = [self.codec.tokens(line) for line in lines]
-        ids, probs = self.decode(tokens)
+        ids, probs, _ = self.decode(tokens)
         names = self.codec.labels
         out = []
         for toks, row, p in zip(tokens, ids, probs):
@@ -470,20 +479,10 @@ class Tagger:
     def evaluate(self, data: Tagged) -> dict:
         """Scores against gold labels, and the mean loss per position."""
         gold = [self.codec.label_ids(row, data.source) for row in data.labels]
-        predicted, probs = self.decode(data.tokens)
+        predicted, _, loss = self.decode(data.tokens, gold)
         scores = tag_scores(predicted, gold, self.codec.labels.index(self.codec.background))
-        scores["loss"] = self._loss(data.tokens, gold) / max(scores["positions"], 1)
+        scores["loss"] = loss / max(scores["positions"], 1)
         return scores
-
-    def _loss(self, tokens: Sequence[Sequence[str]], gold: Sequence[list[int]]) -> float:
-        ids = [self.codec.encode(t) for t in tokens]
-        order = [i for i in sorted(range(len(ids)), key=lambda i: len(ids[i])) if ids[i]]
-        total, size = 0.0, self.config.search.batch_size
-        with torch.no_grad():
-            for start in range(0, len(order), size):
-                batch = collate_tagged(ids, gold, order[start : start + size]).to(self.device)
-                total += self.model(batch.src, batch.src_lengths, batch.labels)[1].item()
-        return total
 
     def count_unknown(self, lines: Sequence[str]) -> int:
         """How many lines hold a token never seen in training (read as <unk>)."""
