@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqlab",
         description="Recurrent sequence learning: train a model for any problem shape, then "
-        "translate (seq2seq), classify (many-to-one) or generate (language model) with it.",
+        "translate or chat (seq2seq), classify (many-to-one), generate (language model), "
+        "tag (word spacing, tagging) or forecast (a numeric series) with it.",
         epilog="Start with `seqlab demo`. Each command has --help.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
