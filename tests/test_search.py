@@ -848,7 +848,8 @@ def test_max_input_tokens_counts_tokens_without_eos_and_can_be_raised():
     [[t]] = translator.translate_nbest(["abcdefgh"], max_input_tokens=8, with_attention=True)
     assert t.attention.shape[1] == 9  # 8 characters and EOS
     assert translator.translate(["abcdefgh"], max_input_tokens=8) == [t.text]
-    assert dataclasses.fields(type(translator.config.search))[-1].default == 1000
+    defaults = {f.name: f.default for f in dataclasses.fields(type(translator.config.search))}
+    assert defaults["max_input_tokens"] == 1000
 
 
 def test_translate_never_asks_for_attention(monkeypatch):

@@ -209,6 +209,9 @@ class TrainConfig:
     max_nonfinite_steps: int = check(5, ">= 1")  # nan/inf steps in a row skipped, then stop
     keep_last: int = check(0, ">= 0")  # snapshots step-N.pt of the most recent validations
     keep_best: int = check(0, ">= 0")  # snapshots step-N.pt of the best validations
+    # float32; bfloat16: the forward pass under bf16 autocast; auto: bfloat16 where it is
+    # measured faster (seqlab/precision.py)
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"
 
 
 @dataclass
@@ -224,6 +227,8 @@ class SearchConfig:
     batch_size: int = check(64, ">= 1")  # sentences per decoding batch
     # input lines with more source tokens (EOS not counted) are an error before decoding
     max_input_tokens: int = check(1000, ">= 1")
+    # float32; bfloat16 autocast; int8: dynamically quantized output layers (CPU)
+    precision: Literal["float32", "bfloat16", "int8"] = "float32"
 
 
 @dataclass

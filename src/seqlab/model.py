@@ -159,7 +159,10 @@ class Decoder(nn.Module):
 
     def advance(self, prev: Tensor, state: DecoderState, memory: Memory):
         """The step without the output layer: -> a_t (B, H), new state, weights (B, S) | None."""
-        emb = self.dropout(self.embed(prev))  # (B, E)
+        return self._advance(self.dropout(self.embed(prev)), state, memory)
+
+    def _advance(self, emb: Tensor, state: DecoderState, memory: Memory):
+        """`advance` from the embedded (and dropped-out) previous token emb (B, E)."""
         weights = None
         if self.style == "luong":
             rnn_in = torch.cat([emb, state.feed], -1) if self.input_feeding else emb
@@ -199,10 +202,15 @@ class Decoder(nn.Module):
         if teacher_forcing >= 1.0 and self.style == "luong" and not self.input_feeding:
             return self._parallel(tgt_in, state, memory, keep)
         sampling = teacher_forcing < 1.0
+        # Gold inputs are embedded in one call: the embedding's gradient is then one sparse
+        # update of the (V, E) table, not T dense (V, E) gradients summed step by step (a
+        # seventh of a training step's time on the peers' model, benchmarks/README.md).
+        gold = None if sampling else self.dropout(self.embed(tgt_in))  # (B, T, E)
         outputs, all_weights, logits = [], [], []
         prev = tgt_in[:, 0]
         for t in range(T):
-            a, state, weights = self.advance(prev, state, memory)
+            emb = self.dropout(self.embed(prev)) if gold is None else gold[:, t]
+            a, state, weights = self._advance(emb, state, memory)
             outputs.append(a)
             all_weights.append(weights)
             if sampling:

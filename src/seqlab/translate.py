@@ -18,9 +18,14 @@ from seqlab.data import DataError, ParallelText, collate, collate_source, encode
 from seqlab.device import pick_device  # noqa: F401  (also importable from here)
 from seqlab.metrics import bleu, chrf, exact_match, perplexity
 from seqlab.model import Seq2Seq, build_model
+from seqlab.precision import autocast, quantize_int8
 from seqlab.prepare import Codec
 from seqlab.search import Hypothesis, beam_search, greedy_search, max_lengths, sample
 from seqlab.vocab import EOS, UNK
+
+# the decoder's per-step linear layers that int8 decoding quantizes: W_o (the output layer,
+# the largest product of a step) and W_c (the attentional layer)
+INT8_LAYERS = ["decoder.out", "decoder.combine"]
 
 
 @dataclasses.dataclass
@@ -42,6 +47,7 @@ class Translator:
         self.codec = codec
         self.config = config
         self.device = torch.device(device)
+        self._int8: Seq2Seq | None = None  # the model with int8 output layers, made once
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Translator:
@@ -58,17 +64,28 @@ class Translator:
         return cls(model, codec, config, target)
 
     # ---------------------------------------------------------------- decoding
+    def _decoding_model(self, precision: str) -> Seq2Seq:
+        """The model that decodes in `precision`: int8 output layers are a quantized copy."""
+        if precision != "int8":
+            return self.model
+        if self._int8 is None:
+            self._int8 = quantize_int8(self.model, INT8_LAYERS).eval()
+        return self._int8
+
     def _search(self, batch, opts: SearchConfig, sampling: dict | None, with_attention: bool):
         src, lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
+        model = self._decoding_model(opts.precision)
         limits = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
                       no_repeat_ngram=opts.no_repeat_ngram, with_attention=with_attention)
-        if sampling is not None:  # n_best independent samples per input
-            return sample(self.model, src, lengths, num_samples=opts.n_best, **sampling, **limits)
-        if opts.beam_size == 1 and opts.length_penalty == 0 and opts.coverage_penalty == 0:
-            return greedy_search(self.model, src, lengths, **limits)  # = beam 1 exactly
-        return beam_search(self.model, src, lengths, beam_size=opts.beam_size,
-                           n_best=opts.n_best, length_penalty=opts.length_penalty,
-                           coverage_penalty=opts.coverage_penalty, **limits)
+        with autocast(opts.precision, self.device):
+            if sampling is not None:  # n_best independent samples per input
+                return sample(model, src, lengths, num_samples=opts.n_best, **sampling,
+                              **limits)
+            if opts.beam_size == 1 and opts.length_penalty == 0 and opts.coverage_penalty == 0:
+                return greedy_search(model, src, lengths, **limits)  # = beam 1 exactly
+            return beam_search(model, src, lengths, beam_size=opts.beam_size,
+                               n_best=opts.n_best, length_penalty=opts.length_penalty,
+                               coverage_penalty=opts.coverage_penalty, **limits)
 
     def translate_nbest(self, texts: Sequence[str], sampling: dict | None = None,
                         with_attention: bool = False, **search) -> list[list[Translation]]:
@@ -122,6 +139,9 @@ class Translator:
         if sampling is None and opts.n_best > opts.beam_size:  # samples: any number
             raise ConfigError(f"search: need n_best <= beam_size, got n_best {opts.n_best} "
                               f"and beam_size {opts.beam_size}")
+        if opts.precision == "int8" and self.device.type != "cpu":
+            raise ConfigError(f"search precision int8 runs on the cpu only, not on "
+                              f"{self.device} (use bfloat16 there)")
         if opts.coverage_penalty and self.config.model.attention == "none":
             raise ConfigError(f"coverage penalty {opts.coverage_penalty:g}: this model has no "
                               "attention (model.attention 'none'), so it has no coverage")

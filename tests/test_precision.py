@@ -1,0 +1,106 @@
+"""Number formats: train.precision (bfloat16 autocast; auto measures before it chooses) and
+decoding precision (int8 output layers on a copy of the model, bfloat16 autocast)."""
+
+import pytest
+import torch
+from torch import nn
+
+from seqlab import precision as P
+from seqlab.config import config_from_dict
+from seqlab.errors import ConfigError
+from seqlab.synthetic import make_dataset
+from seqlab.train import train
+from seqlab.translate import Translator
+
+CPU = torch.device("cpu")
+
+
+def test_float32_and_bfloat16_are_taken_as_configured():
+    assert P.resolve_precision("float32", CPU) == ("float32", "as configured")
+    assert P.resolve_precision("bfloat16", CPU)[0] == "bfloat16"
+    with pytest.raises(ConfigError, match="float16"):
+        P.resolve_precision("float16", CPU)
+
+
+@pytest.mark.parametrize("fp32_ms, bf16_ms, chosen", [(2.0, 1.0, "bfloat16"),
+                                                      (1.0, 2.0, "float32"),
+                                                      (1.05, 1.0, "float32")])
+def test_auto_measures_both_formats_and_says_why(monkeypatch, fp32_ms, bf16_ms, chosen):
+    """auto on the CPU: bfloat16 only when its probe matmul is >= PROBE_MARGIN faster."""
+    times = {torch.float32: fp32_ms, torch.bfloat16: bf16_ms}
+    monkeypatch.setattr(P, "matmul_ms", lambda dtype, device: times[dtype])
+    name, why = P.resolve_precision("auto", CPU)
+    assert name == chosen
+    assert f"{fp32_ms / bf16_ms:.2f}x" in why
+
+
+def test_the_probe_times_a_real_product():
+    assert 0 < P.matmul_ms(torch.float32, CPU, shape=(64, 32, 64), repeats=2) < 1000
+
+
+def _config(precision: str, steps: int = 40, train_size: int = 300):
+    return config_from_dict({
+        "data": {"synthetic": "reverse", "synthetic_train_size": train_size,
+                 "synthetic_eval_size": 30},
+        "tokenizer": {"kind": "word"},
+        "model": {"embedding_size": 16, "hidden_size": 32, "dropout": 0.0},
+        "train": {"batch_tokens": 400, "lr": 0.01, "max_steps": steps, "max_epochs": 1000,
+                  "log_every": 10, "valid_every": steps, "valid_samples": 0,
+                  "precision": precision, "early_stopping_metric": "exact_match"},
+        "search": {"batch_size": 50},
+    })
+
+
+def _losses(run) -> list[float]:
+    import json
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] for r in rows if "train_loss" in r]
+
+
+def test_bfloat16_training_runs_the_forward_pass_under_autocast(tmp_path):
+    """Same seed, same batches: the bfloat16 run learns (its loss falls) but not bit for bit
+    like the float32 one (its products were rounded to bf16), and its weights stay float32."""
+    train(_config("float32"), tmp_path / "fp32", quiet=True)
+    train(_config("bfloat16"), tmp_path / "bf16", quiet=True)
+    fp32, bf16 = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
+    assert bf16 != fp32
+    assert bf16[-1] < 0.8 * bf16[0]
+    assert abs(bf16[-1] - fp32[-1]) < 0.25 * fp32[0]
+    model = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)["model"]
+    assert {t.dtype for t in model.values()} == {torch.float32}
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """A model that has learned 30 reversals by heart (test_train's overfitting run)."""
+    run = tmp_path_factory.mktemp("int8") / "run"
+    cfg = _config("float32", steps=250, train_size=30)
+    train(cfg, run, quiet=True)
+    pairs = make_dataset("reverse", 30, seed=cfg.train.seed, split="train")
+    return Translator.from_checkpoint(run / "last.pt", device="cpu"), pairs
+
+
+def test_int8_decoding_quantizes_a_copy_of_the_output_layers(learned):
+    translator, pairs = learned
+    sources = [s for s, _ in pairs]
+    fp32 = translator.translate(sources, beam_size=3)
+    int8 = translator.translate(sources, beam_size=3, precision="int8")
+    quantized = translator._int8.decoder
+    assert "quantized" in type(quantized.out).__module__  # torch.ao.nn.quantized.dynamic
+    assert "quantized" in type(quantized.combine).__module__
+    assert type(translator.model.decoder.out) is nn.Linear  # the float32 model is untouched
+    assert translator.model.decoder.out.weight.dtype == torch.float32
+    # a confident model: rounding its output layer to int8 changes no output
+    assert int8 == fp32 == [t for _, t in pairs]
+    assert translator.translate(sources, precision="bfloat16") == fp32
+
+
+def test_int8_needs_the_cpu(learned):
+    translator, pairs = learned
+    translator.device = torch.device("cuda")  # only the check reads it
+    try:
+        with pytest.raises(ConfigError, match="int8 runs on the cpu"):
+            translator.translate([pairs[0][0]], precision="int8")
+    finally:
+        translator.device = CPU
