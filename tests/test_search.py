@@ -267,6 +267,37 @@ def test_stopping_bound_with_alpha_above_zero_looks_at_the_longest_length():
     assert model.steps == 7
 
 
+def test_heuristic_stopping_scores_the_open_hypothesis_as_if_it_ended_next():
+    """The case above with stopping="heuristic": after step 2 the open a a is scored
+    log(.45*.97) / lp(3) = -0.622 < -0.512, the finished [b], so the search stops there and
+    returns [b], missing the a^6 that exact stopping finds."""
+    chain = {(A,) * k: {A: 0.97, EOS: 0.03} for k in range(1, 6)}
+    table = {(): {B_: 0.55, A: 0.45}, (B_,): {EOS: 1.0}, (A,) * 6: {EOS: 0.99, A: 0.01}, **chain}
+    model = Scripted(table_model(table, {EOS: 0.99, A: 0.005, B_: 0.005}))
+    [[h]] = beam_search(model, *batch([(7,)]), beam_size=2, length_penalty=1.0, max_len_a=0,
+                        max_len_b=8, stopping="heuristic")
+    assert h.tokens == [B_]
+    assert h.score == pytest.approx(math.log(0.55) / (7 / 6), abs=1e-5)
+    assert model.steps == 2
+    with pytest.raises(ValueError, match="stopping"):
+        beam_search(model, *batch([(7,)]), beam_size=2, stopping="eager")
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.5])
+def test_heuristic_stopping_is_exact_without_a_positive_length_penalty(alpha):
+    """For alpha <= 0 the score at the next length is the bound itself: same outputs, same
+    steps as exact stopping."""
+    for seed in range(4):
+        fn = random_model(300 + seed, sharp=1.0)
+        opts = dict(beam_size=3, n_best=2, length_penalty=alpha, max_len_a=0.5, max_len_b=4)
+        exact_model, heuristic_model = Scripted(fn), Scripted(fn)
+        exact = beam_search(exact_model, *batch(KEYS), **opts)
+        heuristic = beam_search(heuristic_model, *batch(KEYS), stopping="heuristic", **opts)
+        for a, b in zip(exact, heuristic, strict=True):
+            same(a, b, tol=1e-6)
+        assert exact_model.batch_sizes == heuristic_model.batch_sizes
+
+
 def test_stopping_bound_with_alpha_below_zero_looks_at_the_next_length():
     """alpha = -1, lp(n) = 6/(5+n), T_max = 10. After step 1, [] (p .4) is finished with score
     log(.4) = -0.916 and the open a has log-prob log(.6). Dividing by lp(T_max) would give
@@ -876,3 +907,22 @@ def test_max_input_tokens_command_line_option():
     assert _search_overrides(args) == {"max_input_tokens": 5000}
     assert "max_input_tokens" not in _search_overrides(build_parser().parse_args(
         ["translate", "run"]))
+
+
+@pytest.mark.parametrize("V", [7, 40, 1000, 1003, 10_000])
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_top_k_equals_torch_topk(V, k):
+    """The grouped top-k of search.py: the same values as torch.topk, best first, and columns
+    that hold them; also with forbidden (-inf) columns and with the best entries crowded
+    into one group of columns."""
+    if k > V:
+        return
+    g = torch.Generator().manual_seed(V + k)
+    x = torch.randn(6, V, generator=g)
+    x[:, :: max(V // 5, 1)] = float("-inf")
+    x[0, torch.arange(0, V, max(V // search.TOP_K_GROUPS, 1))[:k]] = 50.0 + torch.arange(
+        min(k, len(range(0, V, max(V // search.TOP_K_GROUPS, 1)))), dtype=torch.float)
+    values, columns = search.top_k(x, k)
+    want = x.topk(k, dim=1).values
+    assert torch.equal(values, want)
+    assert torch.equal(x.gather(1, columns), values)

@@ -32,6 +32,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-input-tokens", type=int, dest="max_input_tokens", metavar="N",
                    help="longest input line in source tokens; a longer one is an error "
                    "before decoding (config default 1000)")
+    g.add_argument("--stopping", choices=("exact", "heuristic"),
+                   help="beam search: stop a sentence when no open hypothesis can win "
+                   "(exact) or when none would win if it ended next (heuristic, faster)")
     g.add_argument("--precision", choices=("float32", "bfloat16", "int8"),
                    help="number format of decoding; int8: quantized output layers (CPU)")
     s = p.add_argument_group("sampling (instead of search)")
@@ -55,7 +58,8 @@ _SEARCH_OPTIONS = {"beam_size": "--beam", "n_best": "--n-best",
                    "length_penalty": "--length-penalty", "coverage_penalty": "--coverage-penalty",
                    "min_len": "--min-len", "max_len_a": "--max-len-a", "max_len_b": "--max-len-b",
                    "no_repeat_ngram": "--no-repeat-ngram", "batch_size": "--batch-size",
-                   "max_input_tokens": "--max-input-tokens", "precision": "--precision"}
+                   "max_input_tokens": "--max-input-tokens", "stopping": "--stopping",
+                   "precision": "--precision"}
 # sampling options are not config keys: their ranges live here (option, is it valid, rule)
 _SAMPLING_RULES = {
     "temperature": ("--temperature", lambda v: v > 0, "> 0 (for the most likely token, "

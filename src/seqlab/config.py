@@ -227,6 +227,10 @@ class SearchConfig:
     batch_size: int = check(64, ">= 1")  # sentences per decoding batch
     # input lines with more source tokens (EOS not counted) are an error before decoding
     max_input_tokens: int = check(1000, ">= 1")
+    # beam: when a sentence stops (seqlab/search.py): exact (no open hypothesis can still win,
+    # the same result as searching to the length limit) or heuristic (scored as if it ended
+    # next, like OpenNMT-py and Hugging Face; much sooner with length_penalty > 0)
+    stopping: Literal["exact", "heuristic"] = "exact"
     # float32; bfloat16 autocast; int8: dynamically quantized output layers (CPU)
     precision: Literal["float32", "bfloat16", "int8"] = "float32"
 

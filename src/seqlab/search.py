@@ -243,14 +243,51 @@ def _hypotheses(history: _History, done: list[_Done], real: Tensor) -> list[Hypo
     return hyps
 
 
-def _forbidden(prefix: Tensor | None, n: int, t: int, vocab_size: int, device: torch.device,
-               *, min_len: int, no_repeat_ngram: int) -> Tensor:
-    """forbidden_tokens for n rows after t steps -> (n, V) bool. Only no_repeat_ngram > 0
-    needs the token prefixes (n, t); without it nothing here grows with t."""
-    if no_repeat_ngram > 0:
-        return forbidden_tokens(prefix, vocab_size, min_len=min_len,
-                                no_repeat_ngram=no_repeat_ngram)
-    return _always_forbidden(n, t, vocab_size, device, min_len=min_len)
+TOP_K_GROUPS = 8  # see top_k
+
+
+def top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """x.topk(k, dim=1) of a wide x (N, V): the values (N, k), best first, and their columns.
+
+    torch's CPU topk and argmax cost about ten times a plain max over the same tensor, and a
+    decoder step calls one over the whole vocabulary. So each row is first split into G
+    groups of columns c + n*j (n = V // G, j < G; the last V - n*G columns stay candidates)
+    and the max over j taken, a cheap elementwise pass; the k best rows' entries lie in the k
+    columns c with the largest of these maxima (each of the k best entries is <= the max of
+    its column, so at most k columns have a max >= the k-th best), and the exact topk runs
+    on those k*G candidates only. Same values as torch.topk; among exactly equal values it
+    may return other columns."""
+    N, V = x.shape
+    G = TOP_K_GROUPS
+    n = V // G
+    if n < 4 * k:  # narrow rows: nothing to gain
+        return x.topk(k, dim=1)
+    column_max = x[:, : n * G].unflatten(1, (G, n)).amax(1)  # (N, n)
+    columns = column_max.topk(k, dim=1).indices  # (N, k)
+    idx = (columns[..., None] + n * torch.arange(G, device=x.device)).flatten(1)  # (N, k*G)
+    if n * G < V:
+        rest = torch.arange(n * G, V, device=x.device).expand(N, -1)
+        idx = torch.cat([idx, rest], 1)
+    values, pos = x.gather(1, idx).topk(k, dim=1)
+    return values, idx.gather(1, pos)
+
+
+def _allowed(logits: Tensor, prefix: Tensor | None, t: int, *, min_len: int,
+             no_repeat_ngram: int) -> tuple[Tensor, Tensor]:
+    """The step's logits (N, V) in float32 with the forbidden tokens (see `forbidden_tokens`)
+    set to -inf in place, and the log normaliser lse (N,) = logsumexp over all tokens, taken
+    before: log p(y) = allowed[y] - lse is the model's own log-probability (not renormalised
+    over the allowed tokens). No (N, V) log-softmax is written: the searches need log p only
+    for the few tokens they pick. Without no_repeat_ngram the forbidden tokens are whole
+    columns (PAD, SOS, and EOS before min_len), so no (N, V) mask is built either."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, -1)  # (N,)
+    if no_repeat_ngram > 0:  # needs the token prefixes (N, t)
+        return logits.masked_fill_(forbidden_tokens(prefix, logits.size(-1), min_len=min_len,
+                                                    no_repeat_ngram=no_repeat_ngram),
+                                   NEG_INF), lse
+    logits[:, [PAD, SOS, EOS] if t < min_len else [PAD, SOS]] = NEG_INF
+    return logits, lse
 
 
 def _check_inputs(src: Tensor, src_lengths: Tensor, *, min_len: int, no_repeat_ngram: int):
@@ -271,7 +308,7 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
                   with_attention: bool) -> list[list[Hypothesis]]:
     """Decode `copies` outputs per sentence, one token per step chosen by `pick`.
 
-    pick: logits (N, V) with the forbidden tokens at -inf -> chosen tokens (N,). A row whose
+    pick: log-probs (N, V) with the forbidden tokens at -inf -> chosen tokens (N,). A row whose
     every token is forbidden ends there with log_prob -inf (its tokens so far are kept).
     The tokens (and attention) go into a _History; rows reorder only when some finish."""
     _check_inputs(src, src_lengths, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
@@ -292,13 +329,13 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
     prev = torch.full((len(rows),), SOS, dtype=torch.long, device=device)  # (N,)
     for t in range(max(limit)):
         logits, state, attn = model.step(prev, state, memory)  # (N, V), _, (N, S) | None
-        logits = logits.float()
-        banned = _forbidden(prefix, len(rows), t, logits.size(-1), device, min_len=min_len,
-                            no_repeat_ngram=no_repeat_ngram)  # (N, V)
-        allowed = logits.masked_fill(banned, NEG_INF)  # (N, V)
-        stuck = torch.isneginf(allowed).all(-1)  # (N,) nothing left to choose
-        token = torch.where(stuck, EOS, pick(allowed.masked_fill(stuck[:, None], 0.0)))  # (N,)
-        token_lp = logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1)  # (N,)
+        allowed, lse = _allowed(logits, prefix, t, min_len=min_len,
+                                no_repeat_ngram=no_repeat_ngram)  # (N, V), (N,)
+        stuck = torch.isneginf(allowed.amax(-1))  # (N,) nothing left to choose
+        if bool(stuck.any()):
+            allowed[stuck] = 0.0  # any token: the row ends with EOS and log-prob -inf below
+        token = torch.where(stuck, EOS, pick(allowed))  # (N,)
+        token_lp = allowed.gather(1, token[:, None]).squeeze(1) - lse  # (N,) log p(token)
         log_prob = log_prob + token_lp.masked_fill(stuck, NEG_INF)
         step = history.add(token, parent, attn if with_attention else None)
         if no_repeat_ngram > 0:  # O(N t) per step, as forbidden_tokens itself
@@ -337,7 +374,7 @@ def greedy_search(model, src: Tensor, src_lengths: Tensor, *, max_len_a: float =
     src (B, S) long padded with PAD; src_lengths (B,) long. Returns B lists of one Hypothesis
     each, score = log_prob. Equal to `beam_search` with beam_size=1 and no penalties.
     with_attention: fill Hypothesis.attention (else None, and no attention is kept)."""
-    return _decode_paths(model, src, src_lengths, pick=lambda logits: logits.argmax(-1),
+    return _decode_paths(model, src, src_lengths, pick=lambda logits: top_k(logits, 1)[1][:, 0],
                          copies=1, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
                          max_len=max_len, no_repeat_ngram=no_repeat_ngram,
                          with_attention=with_attention)
@@ -427,11 +464,26 @@ def score_upper_bound(log_prob: float, length: int, limit: int, alpha: float) ->
     return min(log_prob, 0.0) / best_lp
 
 
+def score_if_it_ended_next(log_prob: float, length: int, limit: int, alpha: float) -> float:
+    """The `heuristic` stopping rule's estimate for an open hypothesis: the score it would
+    have if it ended at the next step with no further loss, L / lp(length + 1) (-inf when no
+    next step is left). Not a bound for alpha > 0: a longer completion divides by a larger
+    lp and can score higher (see `score_upper_bound`). It is the rule of Hugging Face's
+    `early_stopping=False` and close to OpenNMT-py's (stop when the best-ranked candidate,
+    each scored by its current length, has ended)."""
+    if length >= limit:
+        return NEG_INF
+    return min(log_prob, 0.0) / gnmt_length_penalty(length + 1, alpha)
+
+
+STOPPING = ("exact", "heuristic")  # beam_search's stopping rules
+
+
 @torch.no_grad()
 def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_best: int = 1,
                 length_penalty: float = 0.0, coverage_penalty: float = 0.0, min_len: int = 0,
                 max_len_a: float = 1.5, max_len_b: int = 10, max_len: int | None = None,
-                no_repeat_ngram: int = 0,
+                no_repeat_ngram: int = 0, stopping: str = "exact",
                 with_attention: bool = False) -> list[list[Hypothesis]]:
     """Beam search, batched: all sentences and their K open hypotheses are one (B*K) batch.
 
@@ -462,7 +514,10 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
       * when it has n_best finished hypotheses and no open one can beat the n_best-th of them:
         score_upper_bound(best open L, ...) <= the n_best-th best finished score. The bound is
         sound (see `score_upper_bound`), so the result is the same as decoding to T_max with
-        the same beam;
+        the same beam. With stopping="heuristic", the open hypothesis is instead scored as if
+        it ended at the next step (`score_if_it_ended_next`): the same as exact for
+        alpha <= 0; for alpha > 0 it stops much sooner (exact must allow for a completion at
+        T_max) and may miss a longer output that the length penalty would have preferred;
       * at T_max(b): its open hypotheses are finished as they are, without EOS, and compete;
       * when no open hypothesis has a finite log-prob left.
     A done sentence leaves the batch (memory and state are index_selected to the rest).
@@ -479,6 +534,9 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
                          f"got beam_size={beam_size}, n_best={n_best}")
     if coverage_penalty < 0:
         raise ValueError("coverage_penalty (GNMT beta) must be >= 0")
+    if stopping not in STOPPING:
+        raise ValueError(f"stopping must be one of {', '.join(STOPPING)}, not {stopping!r}")
+    bound = score_upper_bound if stopping == "exact" else score_if_it_ended_next
     alpha, beta = length_penalty, coverage_penalty
     B, K, device = src.size(0), beam_size, src.device
     limit = max_lengths(src_lengths, max_len_a=max_len_a, max_len_b=max_len_b, max_len=max_len)
@@ -518,13 +576,16 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
             raise ValueError("coverage_penalty needs a model that returns attention")
         has_attention = has_attention or attn is not None
         V = logits.size(-1)
-        banned = _forbidden(prefix, Bn * K, t, V, device, min_len=min_len,
-                            no_repeat_ngram=no_repeat_ngram)  # (Bn*K, V)
-        token_lp = logits.float().log_softmax(-1).masked_fill(banned, NEG_INF)  # (Bn*K, V)
-        total = (log_prob[:, None] + token_lp).view(Bn, K * V)  # (Bn, K*V)
+        allowed, lse = _allowed(logits, prefix, t, min_len=min_len,
+                                no_repeat_ngram=no_repeat_ngram)  # (Bn*K, V), (Bn*K,)
+        # The 2K best of a sentence's K*V candidates are among each row's 2K best tokens, so
+        # each row is cut to those first (a topk over V, not K*V) and only they are scored.
+        c = min(2 * K, V)
+        row_best, row_token = top_k(allowed, c)  # (Bn*K, c)
+        total = (log_prob[:, None] + row_best - lse[:, None]).view(Bn, K * c)  # (Bn, K*c)
         top_lp, top_i = total.topk(2 * K, dim=1)  # (Bn, 2K), best first
-        parent = top_i // V + K * torch.arange(Bn, device=device)[:, None]  # (Bn, 2K) row ids
-        token = top_i % V  # (Bn, 2K)
+        parent = top_i // c + K * torch.arange(Bn, device=device)[:, None]  # (Bn, 2K) row ids
+        token = row_token.view(Bn, K * c).gather(1, top_i)  # (Bn, 2K)
         is_eos = token == EOS
         # 3. The K best non-EOS candidates go on: Bn*K rows, parent rows keep_parent.
         keep_lp, keep_j = top_lp.masked_fill(is_eos, NEG_INF).topk(K, dim=1)  # (Bn, K)
@@ -562,7 +623,7 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
                 done_blocks.append(i)
             elif best_open[i] == NEG_INF or (
                 len(fin) >= n_best
-                and score_upper_bound(best_open[i], t + 1, limit[s], alpha) <= fin[-1].score
+                and bound(best_open[i], t + 1, limit[s], alpha) <= fin[-1].score
             ):
                 done_blocks.append(i)
 

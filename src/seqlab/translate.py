@@ -85,7 +85,8 @@ class Translator:
                 return greedy_search(model, src, lengths, **limits)  # = beam 1 exactly
             return beam_search(model, src, lengths, beam_size=opts.beam_size,
                                n_best=opts.n_best, length_penalty=opts.length_penalty,
-                               coverage_penalty=opts.coverage_penalty, **limits)
+                               coverage_penalty=opts.coverage_penalty,
+                               stopping=opts.stopping, **limits)
 
     def translate_nbest(self, texts: Sequence[str], sampling: dict | None = None,
                         with_attention: bool = False, **search) -> list[list[Translation]]:
