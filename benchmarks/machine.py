@@ -79,16 +79,17 @@ def announce(threads_option: int | None) -> dict:
 
 
 class ReferenceMatmul:
-    """A float32 (M, K) x (K, N) matmul on `device`; `sample()` times `inner` back-to-back
+    """A float32 (or `dtype`) (M, K) x (K, N) matmul on `device`; `sample()` times `inner` back-to-back
     calls and returns milliseconds per call (the inputs are made once, in the constructor)."""
 
     def __init__(self, shape: tuple[int, int, int] = MATMUL_SHAPE, device: str = "cpu",
-                 inner: int = 10):
+                 inner: int = 10, dtype: torch.dtype = torch.float32):
         m, k, n = shape
         g = torch.Generator().manual_seed(0)
-        self.a = torch.randn(m, k, generator=g).to(device)  # (M, K)
-        self.b = torch.randn(k, n, generator=g).to(device)  # (K, N)
+        self.a = torch.randn(m, k, generator=g).to(device, dtype)  # (M, K)
+        self.b = torch.randn(k, n, generator=g).to(device, dtype)  # (K, N)
         self.shape, self.device, self.inner = shape, torch.device(device), inner
+        self.dtype = dtype
         self.flop = 2 * m * k * n
 
     def _sync(self) -> None:
@@ -112,7 +113,8 @@ class ReferenceMatmul:
 
     def describe(self) -> dict:
         m, k, n = self.shape
-        return {"shape": [[m, k], [k, n]], "dtype": "float32", "device": str(self.device),
+        return {"shape": [[m, k], [k, n]], "dtype": str(self.dtype).replace("torch.", ""),
+                "device": str(self.device),
                 "inner": self.inner}
 
 
