@@ -284,6 +284,38 @@ def plot_gradient_flow(
         return _save(fig, path)
 
 
+def plot_state_gradients(panels: Mapping[str, Mapping[str, Sequence[float]]],
+                         path: str | Path, title: str | None = None) -> Path:
+    """The gradient story: ||dL/dh_t|| (seqlab.gradients.state_gradient_norms) against the
+    distance T - t from the last step, log scale, one line per model (cell) and one panel per
+    condition, e.g. {"at initialisation": {"RNN": norms, "LSTM": ...}, "after training":
+    {...}}. norms[t] is for h_{t+1}, t = 0..T-1 (the last entry is distance 0). Each line is
+    divided by its value at distance 0, so the panels show how much of the gradient is left
+    k steps back. Saved as PNG."""
+    from matplotlib.figure import Figure
+
+    if not panels or not all(panels.values()):
+        raise ValueError("no gradient norms to plot")
+    with _use_hangul_font():
+        fig = Figure(figsize=(5.0 * len(panels), 4.0))
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, (name, lines) in zip(axes, panels.items(), strict=True):
+            for label, norms in lines.items():
+                values = [float(v) for v in norms]
+                last = values[-1] if values[-1] > 0 else 1.0
+                distance = list(range(len(values) - 1, -1, -1))
+                ax.plot(distance, [max(v / last, 1e-300) for v in values], label=label)
+            ax.set_yscale("log")
+            ax.set_xlabel("steps back from the last, T - t")
+            ax.set_title(name)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        axes[0].set_ylabel("||dL/dh_t|| / ||dL/dh_T||")
+        if title:
+            fig.suptitle(title)
+        return _save(fig, path)
+
+
 def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path,
                    title: str | None = None) -> Path:
     """Confusion matrix: row g = gold label, column p = predicted label, each cell the count
