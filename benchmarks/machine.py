@@ -79,8 +79,9 @@ def announce(threads_option: int | None) -> dict:
 
 
 class ReferenceMatmul:
-    """A float32 (or `dtype`) (M, K) x (K, N) matmul on `device`; `sample()` times `inner` back-to-back
-    calls and returns milliseconds per call (the inputs are made once, in the constructor)."""
+    """A float32 (or `dtype`) (M, K) x (K, N) matmul on `device`; `sample()` times `inner`
+    back-to-back calls and returns milliseconds per call (the inputs are made once, in the
+    constructor)."""
 
     def __init__(self, shape: tuple[int, int, int] = MATMUL_SHAPE, device: str = "cpu",
                  inner: int = 10, dtype: torch.dtype = torch.float32):
