@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
     p.add_argument("--input", "-i", metavar="FILE", help="input file (default: stdin)")
     p.add_argument("--output", "-o", metavar="FILE", help="output file (default: stdout)")
+    p.add_argument("--attention", metavar="DIR", help="also draw each output's attention "
+                   "(DIR/LINE.png and .svg, LINE counting input lines from 0; LINE_N for "
+                   "the n-th of an n-best list)")
     _add_search_options(p)
 
     p = sub.add_parser("chat", help="talk to a trained seq2seq model, one line at a time",
@@ -303,14 +306,48 @@ def _cmd_translate(args) -> int:
     search, sampling = _search_overrides(args), _sampling(args)
     with_scores = (args.n_best or 1) > 1
     translator.check_inputs([], sampling, **search)  # the options against this model
-    if args.input is None and args.output is None and sys.stdin.isatty():
+    _check_attention_dir(args.attention, translator)
+    if args.input is None and args.output is None and sys.stdin.isatty() \
+            and args.attention is None:
         return _translate_as_typed(translator, search, sampling, with_scores)
     texts = _read_input(args.input)
-    nbest = translator.translate_nbest(texts, sampling=sampling, **search)  # checks, decodes
+    nbest = translator.translate_nbest(texts, sampling=sampling,  # checks, decodes
+                                       with_attention=args.attention is not None, **search)
     _warn_unknown(translator, texts)
     text = "".join(_format(i, hyps, with_scores) for i, hyps in enumerate(nbest))
     _write_output(text, args.output)
+    if args.attention is not None:
+        _draw_attention(nbest, Path(args.attention))
     return 0
+
+
+def _check_attention_dir(path: str | None, translator) -> None:
+    """--attention DIR: a model with attention, and a folder that is (or can be) made."""
+    from seqlab.config import ConfigError
+    from seqlab.rundir import RunError
+
+    if path is None:
+        return
+    if translator.config.model.attention == "none":
+        raise ConfigError(f"--attention {path}: this model has no attention "
+                          "(model.attention 'none')")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise RunError(f"--attention {path}: is a file; give a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--attention {path}: cannot make the folder ({exc.strerror})") from None
+
+
+def _draw_attention(nbest, folder: Path) -> None:
+    """One heatmap per output: LINE.png / .svg (LINE_N.png for an n-best list)."""
+    for i, hyps in enumerate(nbest):
+        for n, hyp in enumerate(hyps):
+            if hyp.attention is None:  # an empty input line
+                continue
+            name = f"{i:04d}" if len(hyps) == 1 else f"{i:04d}_{n}"
+            hyp.plot(folder / f"{name}.png", title=hyp.text)
 
 
 def _translate_as_typed(translator, search: dict, sampling, with_scores: bool) -> int:

@@ -78,10 +78,13 @@ def _use_hangul_font() -> Iterator[None]:
         yield
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _save(fig: Any, path: str | Path, svg: bool = False) -> Path:
+    """PNG at `path` (and, with svg, the same figure as an SVG beside it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    if svg:
+        fig.savefig(path.with_suffix(".svg"), format="svg", bbox_inches="tight")
     return path
 
 
@@ -116,13 +119,14 @@ def plot_attention(
     tgt_tokens: Sequence[str],
     path: str | Path,
     title: str | None = None,
+    svg: bool = False,
 ) -> Path:
     """Heatmap of attention weights: row t = output token t, column j = source token j.
 
     weights: (T, S) tensor or array (one sentence, e.g. `weights[b]` of a (B, T, S) batch,
     cut to the real lengths);  src_tokens: S strings;  tgt_tokens: T strings.
-    The figure grows with the token counts (capped at about 20 x 20 inches). Saved as PNG;
-    returns the path.
+    The figure grows with the token counts (capped at about 20 x 20 inches). Saved as PNG
+    (and as SVG beside it, same name, with svg=True); returns the PNG's path.
     """
     from matplotlib.figure import Figure
 
@@ -147,7 +151,7 @@ def plot_attention(
         if title:
             ax.set_title(title)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        return _save(fig, path)
+        return _save(fig, path, svg)
 
 
 def _read_jsonl(path: str | Path) -> list[dict]:

@@ -39,6 +39,18 @@ class Translation:
     attention: torch.Tensor | None
     src_tokens: list[str]
 
+    def plot(self, path: str | Path, title: str | None = None, svg: bool = True) -> Path:
+        """The attention heatmap of this output: PNG at `path` (and SVG beside it). Rows are
+        the output tokens (and <eos> when the output ended with it), columns the source
+        tokens with their <eos>. Needs a translation made with_attention=True."""
+        from seqlab.plots import plot_attention
+
+        if self.attention is None:
+            raise ValueError("this translation has no attention: translate with "
+                             "with_attention=True, with a model that has attention")
+        rows = self.tokens + ["<eos>"] * (self.attention.shape[0] - len(self.tokens))
+        return plot_attention(self.attention, self.src_tokens, rows, path, title=title, svg=svg)
+
 
 class Translator:
     def __init__(self, model: Seq2Seq, codec: Codec, config: Config,
