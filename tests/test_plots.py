@@ -90,6 +90,31 @@ def test_hangul_renders_without_missing_glyph_warnings(tmp_path, caplog):
     assert _glyph_problems(records, caplog) == []
 
 
+SCRIPTS = {"Hangul": "학교에 갑니다", "German umlauts": "Größe über Äpfel", "French accents":
+           "café naïve où garçon", "Japanese kana": "ひらがな カタカナ", "CJK ideographs": "日本語 中文 漢字"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_renders_with_a_font_that_has_its_glyphs(tmp_path, caplog, script):
+    """An attention map labelled in each script: no missing-glyph report, and the fonts
+    matplotlib uses for the labels (NanumGothic, then DejaVu Sans) hold every character."""
+    from matplotlib.font_manager import findfont
+    from matplotlib.ft2font import FT2Font
+
+    text = SCRIPTS[script]
+    words = text.split()
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        plot_attention(_weights(len(words), len(words)), words, words, tmp_path / "a.png",
+                       title=text)
+    assert _glyph_problems(records, caplog) == []
+    covered = set()
+    for family in (plots._hangul_font_name(), "DejaVu Sans"):
+        covered |= set(FT2Font(findfont(family, fallback_to_default=False)).get_charmap())
+    assert [c for c in text.replace(" ", "") if ord(c) not in covered] == []
+
+
 def test_the_glyph_check_would_catch_missing_hangul(tmp_path, caplog):
     """The check above can fail: drawing Hangul with DejaVu Sans alone is reported."""
     import matplotlib
