@@ -230,3 +230,41 @@ def test_matplotlib_is_not_imported_at_module_import():
     code = "import sys; import seqlab.plots; assert 'matplotlib' not in sys.modules, 'imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _fake_run(folder: Path, speed: float, bleu_at_end: float) -> Path:
+    folder.mkdir(parents=True)
+    rows = []
+    for step in range(50, 501, 50):
+        rows.append({"step": step, "train_loss": 5.0 / (1 + step / 100), "lr": 1e-3,
+                     "elapsed": step / speed})
+        if step % 250 == 0:
+            rows.append({"step": step, "valid_loss": 4.0 / (1 + step / 100),
+                         "valid_ppl": 30.0 / (1 + step / 100),
+                         "valid_bleu": bleu_at_end * step / 500, "elapsed": step / speed})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_plot_curves_command_puts_several_runs_on_one_figure(tmp_path, capsys):
+    """Two runs (one twice as fast): a PNG with two columns (steps, minutes) and four panel
+    rows (loss, perplexity, score, learning rate); bad runs are one-line errors."""
+    from matplotlib.image import imread
+
+    from seqlab.cli import main
+
+    fast = _fake_run(tmp_path / "fast", 10.0, 30.0)
+    slow = _fake_run(tmp_path / "slow", 5.0, 25.0)
+    out = tmp_path / "curves.png"
+    assert main(["plot", "curves", str(fast), str(slow), "-o", str(out)]) == 0
+    image = imread(out)
+    height, width = image.shape[:2]
+    assert 0.8 < height / width < 1.4  # 4 rows x 2 columns of panels
+    assert image[..., :3].std() > 0.05
+    assert main(["plot", "curves", str(tmp_path / "nowhere")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text('{"step": 1, "other": 2}\n')
+    assert main(["plot", "curves", str(empty), "-o", str(tmp_path / "e.png")]) == 2
+    assert "none of" in capsys.readouterr().err

@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seqlab",
         description="Recurrent sequence learning: train a model for any problem shape, then "
         "translate or chat (seq2seq), classify (many-to-one), generate (language model), "
-        "tag (word spacing, tagging) or forecast (a numeric series) with it.",
+        "tag (word spacing, tagging) or forecast (a numeric series) with it; plot its "
+        "training curves.",
         epilog="Start with `seqlab demo`. Each command has --help.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -250,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the demo config")
     p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("plot", help="draw pictures of runs (training curves)",
+                       description="plot curves RUN [RUN ...]: loss, perplexity, the "
+                       "validation metrics and the learning rate of one or more runs against "
+                       "steps and against minutes of training, on one figure (PNG), the runs "
+                       "named by their folders.")
+    p.add_argument("what", choices=("curves",), help="what to draw")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their metrics.jsonl)")
+    p.add_argument("--output", "-o", default="curves.png", metavar="FILE",
+                   help="PNG to write (default: curves.png)")
     return parser
 
 
@@ -612,10 +623,30 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from seqlab.plots import plot_runs
+    from seqlab.rundir import RunError
+
+    runs = {}
+    for run in args.runs:
+        metrics = Path(run) / "metrics.jsonl"
+        if not metrics.is_file():
+            raise RunError(f"{run}: no metrics.jsonl (not a run directory, or it never logged)")
+        name = Path(run).resolve().name
+        runs[name if name not in runs else run] = metrics
+    _check_output(args.output)
+    try:
+        out = plot_runs(runs, args.output)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    print(out)
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "classify": _cmd_classify,
             "tag": _cmd_tag, "chat": _cmd_chat,
             "generate": _cmd_generate, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
-            "forecast": _cmd_forecast}
+            "forecast": _cmd_forecast, "plot": _cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

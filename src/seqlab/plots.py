@@ -221,6 +221,65 @@ def plot_curves(
         return _save(fig, path)
 
 
+RUN_CURVE_KEYS = ("train_loss", "valid_loss", "valid_ppl", "valid_bleu", "valid_chrf",
+                  "valid_accuracy", "valid_f1", "valid_macro_f1", "valid_bits_per_char",
+                  "valid_mase", "lr")
+
+
+def _runs_panel(key: str) -> str:
+    return "learning rate" if key == "lr" else _panel(key)
+
+
+def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
+              keys: Sequence[str] = RUN_CURVE_KEYS) -> Path:
+    """Several runs on one figure: for each run (name -> its metrics.jsonl) the curves of
+    `keys` it has, against training steps (left column) and against training minutes (right
+    column, from each line's "elapsed" seconds); one panel row each for losses, perplexities
+    and the learning rate (log scales), and scores. Colours tell the runs apart (legend:
+    the run names), line styles the keys (solid: train, dashed: valid). Saved as PNG."""
+    from matplotlib.figure import Figure
+
+    if not runs:
+        raise ValueError("no runs to plot")
+    curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    for name, metrics in runs.items():
+        rows = _read_jsonl(metrics)
+        curves[name] = {}
+        for key in keys:
+            points = [(r["step"], r.get("elapsed", math.nan) / 60, r[key]) for r in rows
+                      if _is_number(r.get(key))]
+            if points:
+                curves[name][key] = points
+        if not curves[name]:
+            raise ValueError(f"{metrics}: none of {list(keys)} in it")
+    used = {k for c in curves.values() for k in c}
+    panels = [p for p in ("loss", "perplexity", "score", "learning rate")
+              if any(_runs_panel(k) == p for k in used)]
+    with _use_hangul_font():
+        fig = Figure(figsize=(11.0, 2.8 * len(panels)))
+        axes = fig.subplots(len(panels), 2, sharex="col", squeeze=False)
+        colors = [f"C{i % 10}" for i in range(len(curves))]
+        for row, panel in enumerate(panels):
+            for column, x_of in enumerate((lambda p: p[0], lambda p: p[1])):
+                ax = axes[row, column]
+                for color, (name, by_key) in zip(colors, curves.items()):
+                    for key, points in by_key.items():
+                        if _runs_panel(key) != panel:
+                            continue
+                        style = "-" if key.startswith("train") or key == "lr" else "--"
+                        ax.plot([x_of(p) for p in points], [p[2] for p in points], style,
+                                color=color, label=f"{name}: {key}")
+                if panel in ("perplexity", "learning rate"):
+                    ax.set_yscale("log")
+                ax.grid(True, alpha=0.3)
+                if column == 0:
+                    ax.set_ylabel(panel)
+            axes[row, 1].legend(fontsize=7, loc="best")
+        axes[-1, 0].set_xlabel("step")
+        axes[-1, 1].set_xlabel("minutes of training")
+        return _save(fig, path)
+
+
 def plot_gradient_flow(
     named_grad_norms: Mapping[str, float] | Sequence[tuple[int, Mapping[str, float]]],
     path: str | Path,
