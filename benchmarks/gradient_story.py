@@ -1,7 +1,8 @@
 """The vanishing-gradient story measured on the adding problem: ||dL/dh_t|| by distance from
 the last step for the plain RNN, the LSTM and the GRU, at initialisation and after training.
 
-    python benchmarks/gradient_story.py [--length 50] [--steps 1500] [--seed 1]
+    python benchmarks/gradient_story.py [--length 50] [--steps 3000] [--seed 1]
+    python benchmarks/gradient_story.py --table 10,25,50,100     # test MSE by cell and T
 
 The adding problem (Hochreiter & Schmidhuber 1997; Le et al. 2015): each step reads a pair
 (u_t, m_t), u_t uniform in [0, 1], m_t = 1 at exactly two steps (one in each half of the
@@ -9,7 +10,7 @@ sequence) and 0 elsewhere; the target is the sum of the two marked u_t. Always a
 1.0 gives a mean squared error of about 0.167 (the variance of the sum), the baseline a
 model must beat to show it carried the first marked value across the sequence.
 
-Each cell (one layer of 64 units, a linear read-out of h_T) trains `--steps` steps of 64
+Each cell (one layer of 64 units, a linear read-out of h_T) trains `--steps` (3000) steps of 64
 sequences (Adam, lr 1e-3, gradients clipped to norm 1). The gradient norms are measured on
 one fixed batch of 64 sequences with seqlab.gradients.state_gradient_norms (the MSE at the
 last step), before and after training. Writes benchmarks/results/gradient_story.json and
@@ -143,54 +144,64 @@ def plot_exploding(data: dict, path: Path) -> None:
         _save(fig, path)
 
 
+def train_cell(cell: str, length: int, steps: int, seed: int) -> dict:
+    """Train one cell on the adding problem of this length; its test MSE curve (every 100
+    steps, 2,000 test sequences) and its state-gradient norms before and after training on a
+    fixed probe batch of 64."""
+    g = torch.Generator().manual_seed(seed)
+    probe_x, probe_y = adding_batch(64, length, g)
+    test_x, test_y = adding_batch(2000, length, g)
+    torch.manual_seed(seed)
+    model = Adder(cell)
+    at_init = norms(model, probe_x, probe_y)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t0, curve = time.time(), []
+    for step in range(1, steps + 1):
+        x, y = adding_batch(64, length, g)
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 100 == 0:
+            with torch.no_grad():
+                curve.append([step, float(((model(test_x) - test_y) ** 2).mean())])
+    trained = norms(model, probe_x, probe_y)
+    back = [k for k in (10, 25, length - 1) if k < length]
+    return {"test_mse": curve[-1][1], "curve": curve, "seconds": round(time.time() - t0, 1),
+            "norms_at_init": at_init, "norms_trained": trained,
+            "left_at_init": {k: at_init[-1 - k] / at_init[-1] for k in back},
+            "left_trained": {k: trained[-1 - k] / trained[-1] for k in back}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--length", type=int, default=50)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=HERE / "results" / "gradient_story.json")
+    p.add_argument("--table", help="comma-separated lengths, e.g. 10,25,50,100: the test MSE "
+                   "of every cell at each length (no pictures), results/gradient_table.json")
+    p.add_argument("--out", type=Path)
     p.add_argument("--picture", type=Path,
                    default=HERE.parent / "docs" / "images" / "gradient_story.png")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(args.seed)
-    probe_x, probe_y = adding_batch(64, args.length, g)
-    test_x, test_y = adding_batch(2000, args.length, g)
     result = {"benchmark": "gradient_story", "machine": machine_info(), "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "baseline_mse": BASELINE_MSE, "cells": {}}
+        "baseline_mse": BASELINE_MSE}
+    if args.table:
+        return table(args, result)
+    result["cells"] = {}
     at_init, trained = {}, {}
     for cell in ("rnn", "lstm", "gru"):
-        torch.manual_seed(args.seed)
-        model = Adder(cell)
-        at_init[cell.upper()] = norms(model, probe_x, probe_y)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        t0, curve = time.time(), []
-        for step in range(1, args.steps + 1):
-            x, y = adding_batch(64, args.length, g)
-            loss = ((model(x) - y) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            if step % 100 == 0:
-                with torch.no_grad():
-                    curve.append([step, float(((model(test_x) - test_y) ** 2).mean())])
-        trained[cell.upper()] = norms(model, probe_x, probe_y)
-        left = {k: at_init[cell.upper()][-1 - k] / at_init[cell.upper()][-1]
-                for k in (10, 25, args.length - 1)}
-        left_trained = {k: trained[cell.upper()][-1 - k] / trained[cell.upper()][-1]
-                        for k in (10, 25, args.length - 1)}
-        result["cells"][cell] = {"test_mse": curve[-1][1], "curve": curve,
-                                 "seconds": round(time.time() - t0, 1),
-                                 "norms_at_init": at_init[cell.upper()],
-                                 "norms_trained": trained[cell.upper()],
-                                 "left_at_init": left, "left_trained": left_trained}
-        print(f"{cell:>4}: test MSE {curve[-1][1]:.4f} (baseline {BASELINE_MSE:.3f}); gradient "
-              "left 10 / 25 / T-1 steps back at init "
-              + " / ".join(f"{v:.1e}" for v in left.values()) + ", trained "
-              + " / ".join(f"{v:.1e}" for v in left_trained.values()))
+        r = train_cell(cell, args.length, args.steps, args.seed)
+        result["cells"][cell] = r
+        at_init[cell.upper()], trained[cell.upper()] = r["norms_at_init"], r["norms_trained"]
+        print(f"{cell:>4}: test MSE {r['test_mse']:.4f} (baseline {BASELINE_MSE:.3f}); "
+              "gradient left 10 / 25 / T-1 steps back at init "
+              + " / ".join(f"{v:.1e}" for v in r["left_at_init"].values()) + ", trained "
+              + " / ".join(f"{v:.1e}" for v in r["left_trained"].values()))
     plot_state_gradients({"at initialisation": at_init, f"after {args.steps} steps": trained},
                          args.picture, title=f"adding problem, T = {args.length}: 멀수록 "
                          "잊혀진다 (the farther, the more it is forgotten)")
@@ -198,9 +209,31 @@ def main(argv: list[str] | None = None) -> int:
     result["exploding"] = exploding(args.length, args.seed)
     plot_exploding(result["exploding"], args.picture.with_name(
         args.picture.stem + "_exploding.png"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out} and {args.picture} (and _exploding)")
+    out = args.out or HERE / "results" / "gradient_story.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out} and {args.picture} (and _exploding)")
+    return 0
+
+
+def table(args, result: dict) -> int:
+    """Test MSE by cell and length at the same budget: where the plain RNN fails."""
+    lengths = [int(v) for v in args.table.split(",")]
+    rows = {}
+    for length in lengths:
+        rows[length] = {cell: train_cell(cell, length, args.steps, args.seed)["test_mse"]
+                        for cell in ("rnn", "lstm", "gru")}
+        print(f"T = {length}: " + ", ".join(f"{c} {m:.4f}" for c, m in rows[length].items()))
+    result["test_mse"] = rows
+    out = args.out or HERE / "results" / "gradient_table.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\n| T | RNN | LSTM | GRU |  (test MSE after {args.steps} steps; always 1.0 scores "
+          f"{BASELINE_MSE:.3f})\n|---|---|---|---|")
+    for length, mse in rows.items():
+        print(f"| {length} | " + " | ".join(f"{mse[c]:.4f}" for c in ("rnn", "lstm", "gru"))
+              + " |")
+    print(f"wrote {out}")
     return 0
 
 

@@ -54,3 +54,21 @@ def test_translation_plot_rows_are_the_output_and_its_eos(run, tmp_path):
     [[plain]] = translator.translate_nbest(["a b c"], beam_size=2)
     with pytest.raises(ValueError, match="with_attention=True"):
         plain.plot(tmp_path / "none.png")
+
+
+def test_training_draws_the_alignment_as_it_emerges(tmp_path, tiny_config):
+    """train.attention_maps 2: at each of the 3 validations (steps 10, 20, 30) the maps of
+    the same 2 validation sentences, and a GIF per sentence with one frame per validation."""
+    from PIL import Image
+
+    out = tmp_path / "run"
+    train(load_config(tiny_config, ["train.attention_maps=2"]), out, quiet=True)
+    folder = out / "attention"
+    assert sorted(p.name for p in folder.glob("*.png")) == [
+        f"step-{s:06d}-{k}.png" for s in (10, 20, 30) for k in (0, 1)]
+    for k in (0, 1):
+        gif = Image.open(folder / f"sentence-{k}.gif")
+        assert gif.n_frames == 3
+    plain = tmp_path / "plain"
+    train(load_config(tiny_config), plain, quiet=True)
+    assert not (plain / "attention").exists()  # off by default

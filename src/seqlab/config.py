@@ -203,6 +203,9 @@ class TrainConfig:
     log_every: int = check(50, "> 0")  # steps between training log lines
     valid_every: int = check(500, "> 0")  # steps between validations (and checkpoints)
     valid_samples: int = check(3, ">= 0")  # sample translations printed at each validation
+    # seq2seq: attention maps of the first N validation sentences drawn at each validation
+    # (run_dir/attention/), and an animated GIF per sentence; 0: none
+    attention_maps: int = check(0, ">= 0")
     # the validation metric that picks best.pt (null: the problem's own, see PROBLEM_METRICS)
     early_stopping_metric: str | None = None
     patience: int | None = check(10, ">= 0")  # bad validations tolerated; null: never stop

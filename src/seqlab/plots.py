@@ -280,6 +280,23 @@ def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
         return _save(fig, path)
 
 
+def frames_to_gif(frames: Sequence[str | Path], path: str | Path,
+                  seconds_per_frame: float = 0.8) -> Path:
+    """PNG frames (e.g. attention maps at successive validations) -> an animated GIF that
+    loops, every frame scaled to the size of the last one."""
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("no frames for the GIF")
+    images = [Image.open(f).convert("RGB") for f in frames]
+    size = images[-1].size
+    images = [im.resize(size) for im in images]
+    path = Path(path)
+    images[0].save(path, save_all=True, append_images=images[1:], loop=0,
+                   duration=int(seconds_per_frame * 1000))
+    return path
+
+
 def plot_gradient_flow(
     named_grad_norms: Mapping[str, float] | Sequence[tuple[int, Mapping[str, float]]],
     path: str | Path,

@@ -306,6 +306,10 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                             **{f"valid_{k}": v for k, v in metrics.items() if k != "samples"},
                             elapsed=round(progress.elapsed, 1)))
             _report_validation(console, progress, metrics, key, problem)
+            if hasattr(problem, "pictures"):
+                with torch.no_grad():
+                    problem.pictures(model, run.path, progress.step)
+            model.train()
         return _any([stop], world)[0]
 
     def expected_end(pace: float | None) -> int:

@@ -18,6 +18,8 @@ nothing else about it (duck-typed; each problem module documents its own data an
     problem.validate(model) -> dict          # validation metrics, names in
                                              # config.PROBLEM_METRICS (with their direction)
     problem.describe(metrics) -> list[str]   # the log lines of one validation
+    problem.pictures(model, folder, step)    # optional: pictures drawn after a validation
+                                             # into folder (seq2seq: attention maps)
     problem.report(run_dir, device, say) -> dict   # the best checkpoint on valid and test
     problem.state_dict() -> dict             # what prediction needs besides the weights
     problem.train_state() / load_train_state(state)   # what exact resumption needs besides

@@ -106,6 +106,29 @@ class Seq2SeqProblem:
         result["samples"] = [(valid.src[i], valid.tgt[i], hyps[i]) for i in range(n)]
         return result
 
+    def pictures(self, model, run_dir: Path, step: int) -> None:
+        """train.attention_maps > 0: the greedy output's attention of the first N validation
+        sentences, as step-STEP-K.png in run_dir/attention, and sentence-K.gif, one frame per
+        validation so far (the alignment emerging)."""
+        from seqlab.plots import frames_to_gif
+        from seqlab.translate import Translator
+
+        n = min(self.config.train.attention_maps,
+                0 if self.splits.valid is None else len(self.splits.valid.src))
+        if n == 0:
+            return
+        folder = run_dir / "attention"
+        translator = Translator(model, self.codec, self.config, next(model.parameters()).device)
+        outputs = translator.translate_nbest(self.splits.valid.src[:n], beam_size=1, n_best=1,
+                                             no_repeat_ngram=0, coverage_penalty=0.0,
+                                             length_penalty=0.0, with_attention=True)
+        for k, [t] in enumerate(outputs):
+            if t.attention is None:
+                continue
+            t.plot(folder / f"step-{step:06d}-{k}.png", title=f"step {step}: {t.text}",
+                   svg=False)
+            frames_to_gif(sorted(folder.glob(f"step-*-{k}.png")), folder / f"sentence-{k}.gif")
+
     def describe(self, metrics: dict) -> list[str]:
         lines = [f"loss {metrics['loss']:.3f} ppl {metrics['ppl']:.2f} BLEU "
                  f"{metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} exact "
