@@ -90,8 +90,9 @@ def test_hangul_renders_without_missing_glyph_warnings(tmp_path, caplog):
     assert _glyph_problems(records, caplog) == []
 
 
-SCRIPTS = {"Hangul": "학교에 갑니다", "German umlauts": "Größe über Äpfel", "French accents":
-           "café naïve où garçon", "Japanese kana": "ひらがな カタカナ", "CJK ideographs": "日本語 中文 漢字"}
+SCRIPTS = {"Hangul": "학교에 갑니다", "German umlauts": "Größe über Äpfel",
+           "French accents": "café naïve où garçon", "Japanese kana": "ひらがな カタカナ",
+           "CJK ideographs": "日本語 中文 漢字"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Recurrent sequence learning: train a model for any problem shape, then "
         "translate or chat (seq2seq), classify (many-to-one), generate (language model), "
         "tag (word spacing, tagging) or forecast (a numeric series) with it; plot its "
-        "training curves.",
+        "training curves or write a report page.",
         epilog="Start with `seqlab demo`. Each command has --help.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the demo config")
     p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("report", help="one self-contained HTML page about a run",
+                       description="Write RUN/report.html (or -o FILE): config, training "
+                       "curves, final metrics with their sacrebleu signatures, sample outputs "
+                       "with attention maps (seq2seq), machine and time; images embedded.")
+    p.add_argument("run", metavar="RUN", help="a run directory")
+    p.add_argument("--output", "-o", metavar="FILE", help="default: RUN/report.html")
 
     p = sub.add_parser("plot", help="draw pictures of runs (training curves)",
                        description="plot curves RUN [RUN ...]: loss, perplexity, the "
@@ -643,10 +650,18 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from seqlab.report import write_report
+
+    _check_output(args.output)
+    print(write_report(args.run, args.output, say=lambda text: None))
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "classify": _cmd_classify,
             "tag": _cmd_tag, "chat": _cmd_chat,
             "generate": _cmd_generate, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
-            "forecast": _cmd_forecast, "plot": _cmd_plot}
+            "forecast": _cmd_forecast, "plot": _cmd_plot, "report": _cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,3 +56,26 @@ def _absent(device: torch.device) -> str | None:
     except Exception as exc:  # AssertionError (torch built without it), RuntimeError
         return f"torch cannot use it here ({' '.join(str(exc).split())})"
     return None
+
+
+def describe_machine(device: torch.device | str = "cpu") -> dict:
+    """What a run ran on, for its results.json and report: CPU model, cores, torch build and
+    threads, the device (and the GPU's name on CUDA)."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    out = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "device": str(device),
+           "python": platform.python_version()}
+    if torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out

@@ -268,7 +268,8 @@ def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
                             continue
                         style = "-" if key.startswith("train") or key == "lr" else "--"
                         ax.plot([x_of(p) for p in points], [p[2] for p in points], style,
-                                color=color, label=f"{name}: {key}")
+                                color=color, label=f"{name}: {key}",
+                                marker="." if len(points) < 30 else None)
                 if panel in ("perplexity", "learning rate"):
                     ax.set_yscale("log")
                 ax.grid(True, alpha=0.3)

@@ -40,7 +40,7 @@ import torch
 
 from seqlab.checkpoint import load_checkpoint, save_checkpoint
 from seqlab.config import Config, DataConfig, save_config
-from seqlab.device import pick_device
+from seqlab.device import describe_machine, pick_device
 from seqlab.errors import RunError, TrainingDiverged, TrainingInterrupted
 from seqlab.precision import autocast, resolve_precision
 from seqlab.problems import build_problem
@@ -531,7 +531,8 @@ def _final_report(run: RunDir, problem, log: _Console, rank: int, device,
     """The problem's report on the best checkpoint, written to results.json."""
     if rank != 0:
         return {}
-    report = {"stopped": stop_reason, **problem.report(run.path, device, log.say)}
+    report = {"stopped": stop_reason, **problem.report(run.path, device, log.say),
+              "machine": describe_machine(device)}
     (run.path / RESULTS).write_text(json.dumps(report, indent=2, ensure_ascii=False),
                                     encoding="utf-8")
     return report
