@@ -319,3 +319,23 @@ def test_best_pt_is_the_best_validation_and_last_pt_the_last_step(tmp_path, monk
     for name, tensor in snapshots[-1].items():
         torch.testing.assert_close(last["model"][name], tensor, rtol=0, atol=0, msg=name)
     assert not torch.equal(snapshots[1]["decoder.out.weight"], snapshots[-1]["decoder.out.weight"])
+
+
+def test_a_failing_validation_loses_no_training(tmp_path, monkeypatch):
+    """The training state is saved before each validation: when validation fails (a bug, a
+    full disk, a missing file) the run can resume from that step instead of starting over."""
+    cfg = _config(train={"max_steps": 6, "valid_every": 3})
+    validate = train_module.Seq2SeqProblem.validate
+
+    def failing(self, model):
+        raise RuntimeError("validation broke")
+
+    monkeypatch.setattr(train_module.Seq2SeqProblem, "validate", failing)
+    with pytest.raises(RuntimeError, match="validation broke"):
+        train(cfg, tmp_path / "run", quiet=True)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["progress"]["step"] == 3
+    monkeypatch.setattr(train_module.Seq2SeqProblem, "validate", validate)
+    result = train(cfg, tmp_path / "run", resume=True, quiet=True)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["progress"]["step"] == 6
+    assert "valid" in result

@@ -271,6 +271,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
         stop = False
         checked_at[0] = progress.step
         if rank == 0:
+            save(run.last)  # the training first: a failing validation then loses none of it
             model.eval()
             with torch.no_grad():
                 metrics = problem.validate(model)
@@ -309,7 +310,6 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
             if hasattr(problem, "pictures"):
                 with torch.no_grad():
                     problem.pictures(model, run.path, progress.step)
-            model.train()
         return _any([stop], world)[0]
 
     def expected_end(pace: float | None) -> int:
