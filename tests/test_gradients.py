@@ -102,3 +102,58 @@ def test_the_story_picture_has_one_panel_per_condition(tmp_path):
     assert image[..., :3].std() > 0.05  # not blank
     with pytest.raises(ValueError):
         plot_state_gradients({}, tmp_path / "none.png")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_stack_is_measured_at_its_top_layer(cell):
+    """Two layers: the top layer's ||dL/dh_t|| equals torch.nn's cells stacked by hand."""
+    torch.manual_seed(4)
+    layer = Recurrent(cell, 3, 5, num_layers=2, backend="cells").double()
+    x = torch.randn(2, 7, 3, dtype=torch.float64)
+    readout = torch.randn(5, dtype=torch.float64)
+    norms = state_gradient_norms(layer, x, lambda h: (h @ readout).pow(2).sum())
+    cells = []
+    for k, size in enumerate((3, 5)):
+        cell_k = TORCH_CELLS[cell](size, 5).double()
+        cell_k.load_state_dict({n: getattr(layer.rnn, f"{n}_l{k}") for n in
+                                ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+        cells.append(cell_k)
+    zeros = torch.zeros(2, 5, dtype=torch.float64)
+    state = [(zeros, zeros) if cell == "lstm" else zeros for _ in cells]
+    tops = []
+    for t in range(7):
+        inp = x[:, t]
+        for k, cell_k in enumerate(cells):
+            state[k] = cell_k(inp, state[k])
+            inp = state[k][0] if cell == "lstm" else state[k]
+        inp.retain_grad()
+        tops.append(inp)
+    (tops[-1] @ readout).pow(2).sum().backward()
+    torch.testing.assert_close(norms, torch.stack([h.grad.norm() for h in tops]),
+                               atol=1e-12, rtol=1e-10)
+
+
+def test_plot_gradients_of_a_language_model_run(tmp_path, capsys):
+    from matplotlib.image import imread
+
+    from seqlab.cli import main
+    from seqlab.config import config_from_dict
+    from seqlab.train import train
+
+    cfg = config_from_dict({
+        "problem": "lm",
+        "data": {"synthetic": "alphabet", "synthetic_train_size": 200, "synthetic_eval_size": 20},
+        "tokenizer": {"kind": "char"},
+        "model": {"bidirectional": False, "cell": "lstm", "embedding_size": 8,
+                  "hidden_size": 16, "dropout": 0.0, "encoder_layers": 2},
+        "train": {"batch_tokens": 256, "lr": 0.01, "max_steps": 40, "max_epochs": 1000,
+                  "log_every": 20, "valid_every": 40, "valid_samples": 0},
+        "lm": {"bptt": 16}})
+    train(cfg, tmp_path / "lm", quiet=True)
+    out = tmp_path / "g.png"
+    assert main(["plot", "gradients", str(tmp_path / "lm"), "--text", "abcdefghijkl",
+                 "-o", str(out)]) == 0
+    height, width = imread(out).shape[:2]
+    assert width > 1.8 * height  # two panels: freshly initialised, after training
+    assert main(["plot", "gradients", str(tmp_path / "lm"), "-o", str(out)]) == 2
+    assert "--text" in capsys.readouterr().err

@@ -264,10 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "validation metrics and the learning rate of one or more runs against "
                        "steps and against minutes of training, on one figure (PNG), the runs "
                        "named by their folders.")
-    p.add_argument("what", choices=("curves",), help="what to draw")
+    p.add_argument("what", choices=("curves", "gradients"), help="curves: training curves of "
+                   "the runs; gradients: ||dL/dh_t|| of a language-model run (problem lm) "
+                   "reading --text, after training and freshly initialised")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their metrics.jsonl)")
-    p.add_argument("--output", "-o", default="curves.png", metavar="FILE",
-                   help="PNG to write (default: curves.png)")
+    p.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="PNG to write (default: curves.png or gradients.png)")
+    p.add_argument("--text", help="gradients: the text the model reads; the loss is that of "
+                   "predicting its last token")
     return parser
 
 
@@ -630,10 +634,42 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _plot_gradients(args) -> int:
+    """||dL/dh_t|| of each lm run reading --text, trained and with fresh weights."""
+    import torch
+
+    from seqlab.config import ConfigError
+    from seqlab.gradients import language_model_profile
+    from seqlab.plots import plot_state_gradients
+    from seqlab.problems.lm import Generator
+
+    if not args.text:
+        raise ConfigError("plot gradients: give --text, the text the model reads")
+    panels: dict[str, dict] = {"freshly initialised": {}, "after training": {}}
+    for run in args.runs:
+        generator = Generator.from_checkpoint(run, device="cpu")
+        ids = generator._context(args.text)
+        name = f"{Path(run).resolve().name} ({generator.config.model.cell})"
+        panels["after training"][name] = language_model_profile(generator.model, ids).tolist()
+        torch.manual_seed(generator.config.train.seed)
+        for module in generator.model.modules():  # the same model, as training found it
+            if module is not generator.model and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        panels["freshly initialised"][name] = language_model_profile(generator.model,
+                                                                      ids).tolist()
+    out = args.output or "gradients.png"
+    _check_output(out)
+    print(plot_state_gradients(panels, out, title=f"reading {args.text[:60]!r}"))
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from seqlab.plots import plot_runs
     from seqlab.rundir import RunError
 
+    if args.what == "gradients":
+        return _plot_gradients(args)
+    args.output = args.output or "curves.png"
     runs = {}
     for run in args.runs:
         metrics = Path(run) / "metrics.jsonl"

@@ -14,9 +14,10 @@ of the forget gate f alone, which training can hold near 1 (the constant error c
     norms = state_gradient_norms(layer, x, loss_of_last)   # (T,): ||dL/dh_t||, t = 1..T
     cosine = update_cosine(grads, clipped)                  # what clipping did to the direction
 
-`layer` is a one-layer, one-direction `seqlab.recurrent.Recurrent` of any cell; its own cell
-equations (seqlab.cells) are stepped so that every h_t is kept. Shapes: B batch, T steps,
-I input size, H hidden size.
+`layer` is a one-direction `seqlab.recurrent.Recurrent` of any cell and depth; its own cell
+equations (seqlab.cells) are stepped so that every h_t (of the top layer) is kept.
+`language_model_profile(model, ids)` does it for a language model of the lm problem, the loss
+being that of its last prediction. Shapes: B batch, T steps, I input size, H hidden size.
 """
 
 from __future__ import annotations
@@ -31,18 +32,23 @@ from seqlab.recurrent import Recurrent
 
 
 def hidden_states(layer: Recurrent, x: Tensor) -> list[Tensor]:
-    """h_1..h_T (each (B, H)) of a one-layer, one-direction layer over x (B, T, I), from a
-    zero state, stepped with the layer's cell equations (the graph keeps every h_t)."""
-    if layer.num_layers != 1 or layer.directions != 1:
-        raise ValueError("state_gradient_norms needs a one-layer, one-direction layer")
-    w_ih, w_hh, b_ih, b_hh = layer._weights(0, 0)
-    gx = F.linear(x, w_ih, b_ih)  # (B, T, G*H): the input part of every step at once
+    """h_1..h_T (each (B, H)) of the top layer of a one-direction stack over x (B, T, I), from
+    a zero state, every layer stepped in lockstep with its cell equations (the graph keeps
+    every h_t; no dropout between layers, as in evaluation)."""
+    if layer.directions != 1:
+        raise ValueError("state_gradient_norms needs a one-direction layer (a bidirectional "
+                         "one reads the future too)")
+    weights = [layer._weights(k, 0) for k in range(layer.num_layers)]
     zeros = x.new_zeros(x.shape[0], layer.hidden_size)
-    state = (zeros, zeros) if layer.cell == "lstm" else zeros
+    states = [(zeros, zeros) if layer.cell == "lstm" else zeros for _ in weights]
+    gx0 = F.linear(x, weights[0][0], weights[0][2])  # (B, T, G*H): layer 1's inputs at once
     out = []
     for t in range(x.shape[1]):
-        state = layer._step(gx[:, t], state, w_hh, b_hh)
-        out.append(state[0] if layer.cell == "lstm" else state)
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
+            below = states[k - 1][0] if layer.cell == "lstm" and k else states[k - 1]
+            gx = gx0[:, t] if k == 0 else F.linear(below, w_ih, b_ih)
+            states[k] = layer._step(gx, states[k], w_hh, b_hh)
+        out.append(states[-1][0] if layer.cell == "lstm" else states[-1])
     return out
 
 
@@ -69,3 +75,16 @@ def update_cosine(before: Tensor, after: Tensor) -> float:
     """cos(angle) between a gradient and its clipped version: 1.0 when clipping only shrinks
     it (clipping by global norm), below 1 when it turns it (clipping each value)."""
     return float(F.cosine_similarity(before, after, dim=0))
+
+
+def language_model_profile(model, ids: list[int]) -> Tensor:
+    """A trained (or fresh) `RNNLanguageModel` reading ids x_1..x_T+1: ||dL/dh_t|| of its top
+    layer for t = 1..T, L = -log p(x_{T+1} | x_1..x_T), the loss of the last prediction."""
+    if len(ids) < 3:
+        raise ValueError("need a text of at least 3 tokens")
+    model.eval()
+    inputs = torch.tensor([ids[:-1]])
+    target = torch.tensor([ids[-1]])
+    x = model.embed(inputs)  # (1, T, E)
+    return state_gradient_norms(
+        model.rnn, x, lambda h: F.cross_entropy(model.out(h), target, reduction="sum"))
