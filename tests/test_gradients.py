@@ -155,5 +155,10 @@ def test_plot_gradients_of_a_language_model_run(tmp_path, capsys):
                  "-o", str(out)]) == 0
     height, width = imread(out).shape[:2]
     assert width > 1.8 * height  # two panels: freshly initialised, after training
+    import json
+
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    [norms] = numbers["norms"]["after training"].values()
+    assert len(norms) == len("abcdefghijkl") - 1  # one per state read before the last token
     assert main(["plot", "gradients", str(tmp_path / "lm"), "-o", str(out)]) == 2
     assert "--text" in capsys.readouterr().err

@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "reading --text, after training and freshly initialised")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their metrics.jsonl)")
     p.add_argument("--output", "-o", default=None, metavar="FILE",
-                   help="PNG to write (default: curves.png or gradients.png)")
+                   help="PNG to write (default: curves.png or gradients.png; gradients also "
+                   "writes its numbers beside it, FILE.json)")
     p.add_argument("--text", help="gradients: the text the model reads; the loss is that of "
                    "predicting its last token")
     return parser
@@ -660,6 +661,10 @@ def _plot_gradients(args) -> int:
     out = args.output or "gradients.png"
     _check_output(out)
     print(plot_state_gradients(panels, out, title=f"reading {args.text[:60]!r}"))
+    numbers = Path(out).with_suffix(".json")  # the figure's numbers beside it
+    numbers.write_text(json.dumps({"text": args.text, "runs": args.runs, "norms": panels},
+                                  indent=1) + "\n", encoding="utf-8")
+    print(numbers)
     return 0
 
 

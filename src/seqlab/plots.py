@@ -372,7 +372,7 @@ def plot_state_gradients(panels: Mapping[str, Mapping[str, Sequence[float]]],
     condition, e.g. {"at initialisation": {"RNN": norms, "LSTM": ...}, "after training":
     {...}}. norms[t] is for h_{t+1}, t = 0..T-1 (the last entry is distance 0). Each line is
     divided by its value at distance 0, so the panels show how much of the gradient is left
-    k steps back. Saved as PNG."""
+    k steps back; a norm that underflowed to 0 leaves a gap. Saved as PNG."""
     from matplotlib.figure import Figure
 
     if not panels or not all(panels.values()):
@@ -385,7 +385,9 @@ def plot_state_gradients(panels: Mapping[str, Mapping[str, Sequence[float]]],
                 values = [float(v) for v in norms]
                 last = values[-1] if values[-1] > 0 else 1.0
                 distance = list(range(len(values) - 1, -1, -1))
-                ax.plot(distance, [max(v / last, 1e-300) for v in values], label=label)
+                # a norm that underflowed to 0 is left out (a gap), not drawn at a floor
+                ax.plot(distance, [v / last if v > 0 else math.nan for v in values],
+                        label=label)
             ax.set_yscale("log")
             ax.set_xlabel("steps back from the last, T - t")
             ax.set_title(name)
