@@ -142,15 +142,24 @@ def check_peers() -> None:
 
 
 # ---------------------------------------------------------------------------- training jobs
-class Onmt:
-    name = "OpenNMT-py 3.5.1"
-    LINE = re.compile(r"^\[(\S+ \S+) INFO\] Step (\d+)/\s*\d+;.*bsz:\s*(\d+)/\s*(\d+)/\s*(\d+);")
+class Job:
+    """One training run of a toolkit: its tag, its step count and threads, and where its
+    model, config and log go under the peers' WORK_DIR. Subclasses write their config
+    (`prepare`), start the process (`start`) and read their throughput from the log."""
 
     def __init__(self, tag: str, steps: int, threads: int):
         self.tag, self.steps, self.threads = tag, steps, threads
         self.dir = WORK / "models" / f"speed_{tag}"
         self.cfg = WORK / "cfg" / f"speed_{tag}.yaml"
         self.log = WORK / "logs" / f"speed_{tag}_train.log"
+
+    def prepare(self) -> None:
+        pass
+
+
+class Onmt(Job):
+    name = "OpenNMT-py 3.5.1"
+    LINE = re.compile(r"^\[(\S+ \S+) INFO\] Step (\d+)/\s*\d+;.*bsz:\s*(\d+)/\s*(\d+)/\s*(\d+);")
 
     def prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -182,17 +191,12 @@ class Onmt:
                 "sents_per_batch": sents / (s1 - s0)}
 
 
-class Seqlab:
+class Seqlab(Job):
     def __init__(self, tag: str, steps: int, threads: int, batch_tokens: int,
                  precision: str = "float32"):
-        self.tag, self.steps, self.threads = tag, steps, threads
+        super().__init__(tag, steps, threads)
         self.batch_tokens, self.precision = batch_tokens, precision
         self.name = "seqlab" + ("" if precision == "float32" else f" {precision}")
-        self.dir = WORK / "models" / f"speed_{tag}"
-        self.log = WORK / "logs" / f"speed_{tag}_train.log"
-
-    def prepare(self) -> None:
-        pass
 
     def start(self):
         sets = [f"data.root={WORK / 'data'}", f"train.max_steps={self.steps}",
@@ -218,16 +222,10 @@ class Seqlab:
                 "s_per_step": secs / steps}
 
 
-class Joey:
+class Joey(Job):
     name = "JoeyNMT 2.3.0"
     LINE = re.compile(r"^(\S+ \S+) - INFO - joeynmt.training - Epoch\s+\d+, Step:\s+(\d+), "
                       r".*Tokens per Sec:\s+(\d+)")
-
-    def __init__(self, tag: str, steps: int, threads: int):
-        self.tag, self.steps, self.threads = tag, steps, threads
-        self.dir = WORK / "models" / f"speed_{tag}"
-        self.cfg = WORK / "cfg" / f"speed_{tag}.yaml"
-        self.log = WORK / "logs" / f"speed_{tag}_train.log"
 
     def prepare(self) -> None:
         text = (PEERS / "configs" / "joey_gru.yaml").read_text()
