@@ -98,6 +98,7 @@ def _seq2seq_samples(run: Path, folder: Path, say) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, say=print) -> Path:
     """The page of the run in run_dir, written to `out` (default RUN/report.html)."""
+    from seqlab.config import load_config
     from seqlab.plots import plot_runs
 
     run = Path(run_dir)
@@ -109,8 +110,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, say=print) 
         if (run / RESULTS).is_file() else {}
     rows = [json.loads(line) for line in (run / METRICS).read_text().splitlines() if line]
     minutes = max((r.get("elapsed", 0) for r in rows), default=0) / 60
-    problem = next((line.split(":", 1)[1].split("#")[0].strip() for line in
-                    config_text.splitlines() if line.startswith("problem:")), "seq2seq")
+    problem = load_config(run / CONFIG).problem
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         try:
