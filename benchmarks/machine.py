@@ -37,14 +37,9 @@ def summary(samples: list[float]) -> dict:
 
 
 def machine_info() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from seqlab.device import describe_machine
+
+    model = describe_machine("cpu")["cpu"]
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
