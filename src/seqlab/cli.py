@@ -653,7 +653,7 @@ def _plot_gradients(args) -> int:
         name = f"{Path(run).resolve().name} ({generator.config.model.cell})"
         panels["after training"][name] = language_model_profile(generator.model, ids).tolist()
         torch.manual_seed(generator.config.train.seed)
-        for module in generator.model.modules():  # the same model, as training found it
+        for module in generator.model.modules():  # the same shapes, fresh weights
             if module is not generator.model and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         panels["freshly initialised"][name] = language_model_profile(generator.model,

@@ -31,7 +31,6 @@ from torch import nn
 from seqlab.errors import ConfigError
 
 TRAIN_PRECISIONS = ("float32", "bfloat16", "auto")
-DECODE_PRECISIONS = ("float32", "bfloat16", "int8")
 PROBE_SHAPE = (512, 256, 8192)  # (M, K, N): a batch of decoder outputs x an output layer
 PROBE_MARGIN = 1.1  # bfloat16 must be this many times faster than float32 to be chosen
 

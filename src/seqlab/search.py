@@ -308,7 +308,7 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
                   with_attention: bool) -> list[list[Hypothesis]]:
     """Decode `copies` outputs per sentence, one token per step chosen by `pick`.
 
-    pick: log-probs (N, V) with the forbidden tokens at -inf -> chosen tokens (N,). A row whose
+    pick: logits (N, V) with the forbidden tokens at -inf -> chosen tokens (N,). A row whose
     every token is forbidden ends there with log_prob -inf (its tokens so far are kept).
     The tokens (and attention) go into a _History; rows reorder only when some finish."""
     _check_inputs(src, src_lengths, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
