@@ -42,10 +42,11 @@ def hidden_states(layer: Recurrent, x: Tensor) -> list[Tensor]:
     zeros = x.new_zeros(x.shape[0], layer.hidden_size)
     states = [(zeros, zeros) if layer.cell == "lstm" else zeros for _ in weights]
     gx0 = F.linear(x, weights[0][0], weights[0][2])  # (B, T, G*H): layer 1's inputs at once
-    out = []
+
     def h(state):  # a layer's output: h, or the h of the LSTM's (h, c)
         return state[0] if layer.cell == "lstm" else state
 
+    out = []
     for t in range(x.shape[1]):
         for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
             gx = gx0[:, t] if k == 0 else F.linear(h(states[k - 1]), w_ih, b_ih)
