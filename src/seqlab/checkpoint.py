@@ -195,6 +195,12 @@ def stored_config(state: dict, path: str | Path, problem: str | None = None):
     return config
 
 
+def problem_of(model: str | Path) -> str:
+    """The problem shape a run directory or checkpoint was trained for (one line if unusable)."""
+    where, state = load_for_prediction(model)
+    return stored_config(state, where).problem
+
+
 def with_article(problem: str) -> str:
     """"a seq2seq", "a classify", "an lm" (for messages)."""
     return f"an {problem}" if problem == "lm" else f"a {problem}"

@@ -134,6 +134,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from seqlab.serve.limits import limit_options
+
     parser = argparse.ArgumentParser(
         prog="seqlab",
         description="Recurrent sequence learning: train a model for any problem shape, then "
@@ -273,7 +275,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "writes its numbers beside it, FILE.json)")
     p.add_argument("--text", help="gradients: the text the model reads; the loss is that of "
                    "predicting its last token")
+
+    p = sub.add_parser("serve", help="an HTTP API and a web page for a trained model",
+                       description="Serve a trained run over HTTP until Ctrl-C: the page at "
+                       "/ (type a text, see the output and its attention), the API of the "
+                       "run's problem (POST /translate, /classify, /tag, /generate or "
+                       "/forecast), /health, /model, and the API's description at /docs. "
+                       "Requests arriving within --batch-wait-ms of each other share one "
+                       "model call (up to --max-batch sentences).")
+    p.add_argument("model", help="a run directory (its best checkpoint) or a checkpoint file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's)")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "int8"),
+                   help="seq2seq decoding precision (default: the run's search section)")
+    g = p.add_argument_group("batching")
+    g.add_argument("--max-batch", type=int, default=64, metavar="N",
+                   help="sentences per model call (1: no batching)")
+    g.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long the first request of a batch waits for others")
+    g = p.add_argument_group("limits per request (a request over one is a 422 that says so)")
+    for option, _, default, text in limit_options():
+        g.add_argument(option, type=type(default), default=default, metavar="N",
+                       help=f"{text} (default {default:g})")
+    p.add_argument("--access-log", action="store_true", help="log every request")
     return parser
+
+
 
 
 def _read_input(path: str | None) -> list[str]:
@@ -472,23 +502,15 @@ def _chat_lines(terminal: bool):
         yield None if line is None else line.strip()
 
 
-def _problem_of(model: str) -> str:
-    """The problem shape a run directory or checkpoint was trained for (one line if unusable)."""
-    from seqlab.checkpoint import load_for_prediction, stored_config
-
-    where, state = load_for_prediction(model)
-    return stored_config(state, where).problem
-
-
 def _cmd_evaluate(args) -> int:
-    from seqlab.checkpoint import with_article
+    from seqlab.checkpoint import problem_of, with_article
     from seqlab.config import ConfigError
     from seqlab.data import DataError, read_lines
     from seqlab.translate import Translator
 
     _check_options(args)
     _check_output(args.output)
-    problem = _problem_of(args.model)
+    problem = problem_of(args.model)
     if problem != "seq2seq":
         if args.data is None:
             raise ConfigError(f"{args.model} is {with_article(problem)} model: give --data FILE")
@@ -691,6 +713,27 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from seqlab.errors import ConfigError
+    from seqlab.serve import serve
+    from seqlab.serve.limits import Limits, limit_options
+
+    limits = {name: getattr(args, name) for _, name, _, _ in limit_options()}
+    numbers = [(option, limits[name]) for option, name, _, _ in limit_options()]
+    numbers += [("--max-batch", args.max_batch), ("--threads", args.threads or 1)]
+    for option, value in numbers:
+        if value <= 0:
+            raise ConfigError(f"{option} {value:g}: must be > 0")
+    if args.batch_wait_ms < 0:
+        raise ConfigError(f"--batch-wait-ms {args.batch_wait_ms:g}: must be >= 0")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: must be in 0..65535")
+    serve(args.model, args.host, args.port, threads=args.threads, access_log=args.access_log,
+          device=args.device, limits=Limits(**limits), max_batch=args.max_batch,
+          batch_wait_ms=args.batch_wait_ms, precision=args.precision)
+    return 0
+
+
 def _cmd_report(args) -> int:
     from seqlab.report import write_report
 
@@ -702,7 +745,8 @@ def _cmd_report(args) -> int:
 COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "classify": _cmd_classify,
             "tag": _cmd_tag, "chat": _cmd_chat,
             "generate": _cmd_generate, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
-            "forecast": _cmd_forecast, "plot": _cmd_plot, "report": _cmd_report}
+            "forecast": _cmd_forecast, "plot": _cmd_plot, "report": _cmd_report,
+            "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
