@@ -89,7 +89,7 @@ def test_beam_nbest_scores_and_attention_are_the_translators(client, translator)
     assert [h["score"] for h in hyps] == pytest.approx([t.score for t in expected], abs=1e-5)
     att = hyps[0]["attention"]
     assert att["source_tokens"] == ["a", "b", "c", "d", "<eos>"]
-    assert att["output_tokens"][: len(hyps[0]["tokens"])] == hyps[0]["tokens"]
+    assert att["output_tokens"] == hyps[0]["tokens"] + ["<eos>"]  # a row per output token
     weights = torch.tensor(att["weights"])
     assert weights.shape == expected[0].attention.shape
     assert torch.allclose(weights, expected[0].attention, atol=1e-4)
@@ -130,12 +130,17 @@ def test_concurrent_callers_each_get_their_own_answer(seq2seq_run, translator):
 
 
 # ---------------------------------------------------------------------------------- the batcher
-def _gather(batcher: Batcher, requests, timeout=None):
+def _gather(batcher: Batcher, requests, timeout=None, linger: float = 0.0):
+    """Submit every (items, key) at once; their answers (or errors), after `linger` more
+    seconds of the batcher running."""
     async def go():
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.submit(items, key, timeout)
-                                          for items, key in requests), return_exceptions=True)
+            answers = await asyncio.gather(*(batcher.submit(items, key, timeout)
+                                             for items, key in requests),
+                                           return_exceptions=True)
+            await asyncio.sleep(linger)
+            return answers
         finally:
             await batcher.stop()
     return asyncio.run(go())
@@ -181,13 +186,17 @@ def test_an_error_reaches_only_its_callers_and_the_worker_goes_on():
 
 
 def test_a_late_request_times_out_and_a_full_queue_is_busy():
+    calls = []
+
     def slow(items, key):
+        calls.append(items)
         time.sleep(0.3)
         return items
 
     answers = _gather(Batcher(slow, max_items=1, wait_ms=0), [([1], 0), ([2], 0)],
-                      timeout=0.15)
+                      timeout=0.15, linger=0.4)
     assert all(isinstance(a, RequestTimeout) for a in answers)
+    assert calls == [[1]]  # the second had given up before its turn: it is not computed
     answers = _gather(Batcher(slow, max_items=1, wait_ms=0, max_queue=2),
                       [([1], 0), ([2, 3], 0)])
     assert answers[0] == [1] and isinstance(answers[1], Busy)
