@@ -21,7 +21,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from seqlab.cli import main
-from seqlab.config import config_from_dict
+from seqlab.config import ConfigError, config_from_dict
 from seqlab.serve.app import create_app
 from seqlab.serve.batching import Batcher, Busy, RequestTimeout
 from seqlab.serve.limits import Limits
@@ -101,6 +101,19 @@ def test_the_runs_search_section_is_the_default_and_attention_is_on_request(clie
     assert status == 200 and answer["mode"] == "beam"  # the run's config: beam_size 3
     assert answer["results"][0]["hypotheses"][0]["text"] == translator.translate(["c b a"])[0]
     assert answer["results"][0]["hypotheses"][0]["attention"] is None
+
+
+def test_server_wide_search_options_reach_every_request(seq2seq_run, translator):
+    fast = {"precision": "int8", "stopping": "heuristic"}
+    with TestClient(create_app(seq2seq_run, device="cpu", search=fast)) as c:
+        status, answer = post(c, "/translate", {"texts": SENTENCES, "mode": "beam",
+                                                "n_best": 2})
+    expected = translator.translate_nbest(SENTENCES, beam_size=3, n_best=2, **fast)
+    assert status == 200
+    assert [[h["score"] for h in r["hypotheses"]] for r in answer["results"]] == \
+        [[pytest.approx(t.score, abs=1e-5) for t in row] for row in expected]
+    with pytest.raises(ConfigError, match="search precision int8 runs on the cpu only"):
+        create_app(seq2seq_run, device="meta", search=fast)
 
 
 def test_a_seeded_sample_is_the_same_whatever_arrives_with_it(client):
@@ -351,8 +364,7 @@ def test_a_bad_run_a_bad_option_and_a_taken_port_are_one_line_each(tmp_path, cap
                                                                     seq2seq_run):
     assert main(["serve", str(tmp_path / "nothing")]) == 2
     assert main(["serve", str(seq2seq_run), "--max-batch", "0"]) == 2
-    assert main(["serve", str(seq2seq_run), "--precision", "int8", "--device", "cpu",
-                 "--port", "99999"]) == 2
+    assert main(["serve", str(seq2seq_run), "--device", "cpu", "--port", "99999"]) == 2
     from seqlab.serve import bind
 
     taken = bind("127.0.0.1", 0)

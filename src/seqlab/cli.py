@@ -32,15 +32,20 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-input-tokens", type=int, dest="max_input_tokens", metavar="N",
                    help="longest input line in source tokens; a longer one is an error "
                    "before decoding (config default 1000)")
+    _add_speed_options(g)
+    s = p.add_argument_group("sampling (instead of search)")
+    s.add_argument("--sample", action="store_true", help="sample instead of searching")
+    _add_sampling_options(s)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+
+def _add_speed_options(g) -> None:
+    """--stopping and --precision: how fast a seq2seq model decodes."""
     g.add_argument("--stopping", choices=("exact", "heuristic"),
                    help="beam search: stop a sentence when no open hypothesis can win "
                    "(exact) or when none would win if it ended next (heuristic, faster)")
     g.add_argument("--precision", choices=("float32", "bfloat16", "int8"),
                    help="number format of decoding; int8: quantized output layers (CPU)")
-    s = p.add_argument_group("sampling (instead of search)")
-    s.add_argument("--sample", action="store_true", help="sample instead of searching")
-    _add_sampling_options(s)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
 
 def _add_sampling_options(g) -> None:
@@ -289,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's)")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "int8"),
-                   help="seq2seq decoding precision (default: the run's search section)")
+    g = p.add_argument_group("seq2seq decoding (default: the run's search section)")
+    _add_speed_options(g)
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=64, metavar="N",
                    help="sentences per model call (1: no batching)")
@@ -730,7 +735,8 @@ def _cmd_serve(args) -> int:
         raise ConfigError(f"--port {args.port}: must be in 0..65535")
     serve(args.model, args.host, args.port, threads=args.threads, access_log=args.access_log,
           device=args.device, limits=Limits(**limits), max_batch=args.max_batch,
-          batch_wait_ms=args.batch_wait_ms, precision=args.precision)
+          batch_wait_ms=args.batch_wait_ms,
+          search={k: getattr(args, k) for k in ("precision", "stopping") if getattr(args, k)})
     return 0
 
 

@@ -56,19 +56,20 @@ def load_predictor(run: str | Path, device: str = "auto"):
 
 
 def create_app(run: str | Path, *, device: str = "auto", limits: Limits | None = None,
-               max_batch: int = 64, batch_wait_ms: float = 5.0, precision: str | None = None,
+               max_batch: int = 64, batch_wait_ms: float = 5.0, search: dict | None = None,
                max_body: int = MAX_BODY):
     """The ASGI app serving `run` (its model loaded now: a bad run is one line here, before
-    any port is opened). max_batch 1: every request decoded alone (no batching)."""
+    any port is opened). max_batch 1: every request decoded alone (no batching). `search`:
+    seq2seq keys of the run's search section set for every request (precision, stopping)."""
     limits = limits or Limits()
     problem, predictor = load_predictor(run, device)
     cls = SERVICES[problem]
     if problem == "seq2seq":
-        if precision is not None:  # checked now, not at the first request
-            predictor._options(None, {"precision": precision})
-        service = cls(predictor, limits, precision)
-    elif precision is not None:
-        raise ConfigError(f"--precision applies to seq2seq models only, not to {problem}")
+        predictor.check_inputs([], None, **(search or {}))  # now, not at the first request
+        service = cls(predictor, limits, search)
+    elif search:
+        options = ", ".join(f"--{k}" for k in search)
+        raise ConfigError(f"{options}: for seq2seq models only, not for {problem}")
     else:
         service = cls(predictor, limits)
     batcher = Batcher(service.run if service.items else None, max_items=max_batch,

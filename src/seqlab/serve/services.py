@@ -56,9 +56,9 @@ class TranslateService:
     endpoint, problem = "/translate", "seq2seq"
     request_model, response_model = schemas.TranslateRequest, schemas.TranslateResponse
 
-    def __init__(self, translator, limits: Limits, precision: str | None = None):
+    def __init__(self, translator, limits: Limits, search: dict | None = None):
         self.predictor, self.limits = translator, limits
-        self.base = {} if precision is None else {"precision": precision}
+        self.base = dict(search or {})  # set for every request (precision, stopping)
 
     def vocabulary(self) -> dict[str, int]:
         c = self.predictor.codec
