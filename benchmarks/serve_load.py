@@ -140,7 +140,12 @@ def main() -> None:
                    help="more options for both servers, e.g. '--precision int8 --stopping "
                    "heuristic'")
     p.add_argument("--output", default=str(HERE / "results" / "serve_load.json"))
+    p.add_argument("--table", metavar="RESULTS", help="only print the README's table of a "
+                   "results file (and measure nothing)")
     args = p.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
     if not Path(args.sentences).is_file():
         raise FileNotFoundError(f"--sentences {args.sentences}: no such file")
     sentences = [s for s in Path(args.sentences).read_text(encoding="utf-8").splitlines()
@@ -159,6 +164,20 @@ def main() -> None:
     for line in result["bar"]["lines"]:
         print(line)
     print(f"wrote {args.output}")
+
+
+def table(result: dict) -> str:
+    """A results file as a markdown table: a row per mode and number of clients."""
+    lines = ["| mode | clients | batched sent/s | p50 / p99 ms | unbatched sent/s | "
+             "p50 / p99 ms | batched / unbatched |", "|---|---|---|---|---|---|---|"]
+    unbatched = {(r["mode"], r["clients"]): r for r in result["unbatched"]["rows"]}
+    for b in result["batched"]["rows"]:
+        u = unbatched[b["mode"], b["clients"]]
+        lines.append(f"| {b['mode']} | {b['clients']} | {b['per_second']:.1f} | "
+                     f"{b['p50_ms']:.0f} / {b['p99_ms']:.0f} | {u['per_second']:.1f} | "
+                     f"{u['p50_ms']:.0f} / {u['p99_ms']:.0f} | "
+                     f"{b['per_second'] / u['per_second']:.2f}x |")
+    return "\n".join(lines)
 
 
 def bar(result: dict, args) -> dict:

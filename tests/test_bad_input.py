@@ -282,6 +282,8 @@ CASES: dict[str, Case] = {
                                 "empty.ref"],
                                lambda env: (good("model.pt")(env), write("empty.src", "")(env),
                                             write("empty.ref", "")(env))),
+    "cmd-serve-limit": Case(["serve", "model.pt", "--max-batch", "0"], good("model.pt")),
+    "cmd-serve-port": Case(["serve", "model.pt", "--port", "70000"], good("model.pt")),
     "cmd-evaluate-lines": Case(["evaluate", "model.pt", "--src", "two.src", "--ref", "one.ref"],
                                lambda env: (good("model.pt")(env), write("two.src", "a\nb\n")(env),
                                             write("one.ref", "a\n")(env))),

@@ -172,6 +172,33 @@ def test_requests_arriving_together_share_one_call_per_key_in_order():
     assert calls == [("greedy", ["a", "b", "d"]), ("beam", ["c", "e", "f"])]
 
 
+def test_a_lone_request_does_not_wait_but_one_after_a_busy_batch_does():
+    calls = []
+
+    def run(items, key):
+        calls.append(list(items))
+        return items
+
+    async def go() -> float:
+        batcher = Batcher(run, wait_ms=300)
+        batcher.start()
+        start = time.perf_counter()
+        await batcher.submit([1], 0)  # alone: no company to wait for
+        lone = time.perf_counter() - start
+        await asyncio.gather(batcher.submit([2], 0), batcher.submit([3], 0))  # company
+
+        async def later():
+            await asyncio.sleep(0.1)
+            return await batcher.submit([5], 0)
+
+        await asyncio.gather(batcher.submit([4], 0), later())  # 5 comes within the wait
+        await batcher.stop()
+        return lone
+
+    lone = asyncio.run(go())
+    assert lone < 0.2 and calls == [[1], [2, 3], [4, 5]]
+
+
 def test_max_items_one_is_one_call_per_request_and_a_full_batch_leaves_the_rest():
     calls = []
 

@@ -4,12 +4,14 @@
     outputs = await batcher.submit(items, key, timeout=30)
 
 A request is a list of items (sentences) and a key (its decoding options). One worker task
-takes the oldest waiting request, then keeps collecting for up to `wait_ms` milliseconds or
-until `max_items` items wait, and calls `run` once per key among them, with the items of every
-request of that key concatenated in arrival order; each caller gets back its own slice. The
-call runs in one worker thread, off the event loop, so the server keeps accepting requests
-while the model works (and what arrives meanwhile forms the next batch). With max_items = 1
-every request is a call of its own: the unbatched server.
+takes the oldest waiting request and every request already waiting behind it, and, when the
+previous batch had company (more than one request), keeps collecting for up to `wait_ms`
+milliseconds, until `max_items` items wait; then it calls `run` once per key among them, with
+the items of every request of that key concatenated in arrival order; each caller gets back
+its own slice. A lone caller thus never waits for company that is not coming, while under
+load the batches fill up. The call runs in one worker thread, off the event loop, so the
+server keeps accepting requests while the model works (and what arrives meanwhile forms the
+next batch). With max_items = 1 every request is a call of its own: the unbatched server.
 
 A request that waits longer than its `timeout` raises RequestTimeout; if it had not started,
 it is dropped from the queue. More than `max_queue` waiting items: Busy, at once.
@@ -64,6 +66,7 @@ class Batcher:
         self._queue: asyncio.Queue[_Request] | None = None
         self._waiting = 0  # items queued, not yet taken
         self._worker: asyncio.Task | None = None
+        self._company = False  # did the last batch hold more than one request?
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqlab-model")
 
     # ------------------------------------------------------------------ life cycle
@@ -113,11 +116,12 @@ class Batcher:
                 await self._run_group(loop, key, group)
 
     async def _collect(self, loop) -> list[_Request]:
-        """The oldest request and those arriving within `wait` of it (up to max_items)."""
+        """The oldest request, those waiting behind it, and (after a batch with company)
+        those arriving within `wait` of it, up to max_items."""
         assert self._queue is not None
         requests = [await self._queue.get()]
         count = len(requests[0].items)
-        deadline = loop.time() + self.wait
+        deadline = loop.time() + (self.wait if self._company else 0.0)
         while count < self.max_items:
             try:
                 if self._queue.empty():
@@ -132,6 +136,7 @@ class Batcher:
             requests.append(request)
             count += len(request.items)
         self._waiting -= count
+        self._company = len(requests) > 1
         return [r for r in requests if not r.future.done()]  # timed out while waiting: skip
 
     async def _run_group(self, loop, key: Hashable, group: list[_Request]) -> None:
