@@ -4,7 +4,7 @@ clients, each sending one sentence per request, with dynamic batching and withou
     python benchmarks/serve_load.py RUN                      # e.g. a Multi30k de-en run
     python benchmarks/serve_load.py RUN --clients 1 8 64 --requests 384 --seconds 60
 
-For each server (batched: `--max-batch 64 --batch-wait-ms 5`; unbatched: `--max-batch 1`,
+For each server (batched: `--max-batch 64`; unbatched: `--max-batch 1`,
 every request decoded alone) the script starts `seqlab serve RUN --port 0 --threads T
 [--serve-options]` as a process of its own, warms it up, then for each decoding mode
 (greedy, and beam search with the run's settings) and each number of clients runs a closed
@@ -40,8 +40,7 @@ from machine import machine_info, run_main, uptime
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SENTENCES = HERE.parent.parent / "shared" / "data" / "multi30k" / "test2016.de"
-SERVERS = {"batched": ["--max-batch", "64", "--batch-wait-ms", "5"],
-           "unbatched": ["--max-batch", "1"]}
+SERVERS = {"batched": ["--max-batch", "64"], "unbatched": ["--max-batch", "1"]}
 
 
 def start_server(run: str, threads: int, options: list[str]) -> tuple[subprocess.Popen, str]:
@@ -54,6 +53,11 @@ def start_server(run: str, threads: int, options: list[str]) -> tuple[subprocess
         proc.kill()
         sys.exit(f"serve_load.py: the server did not start: {line}{proc.stderr.read()}")
     return proc, line.split(" at ")[1].split()[0].rstrip("/")
+
+
+def batching(url: str) -> dict:
+    """The server's batching settings and counts so far (its /model)."""
+    return httpx.get(f"{url}/model", timeout=30).json()["batching"]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -109,16 +113,19 @@ def measure_server(name: str, args, sentences: list[str], modes: dict) -> dict:
         rows = []
         for mode, body in modes.items():
             for clients in args.clients:
+                before = batching(url)
                 row = {"server": name, "mode": mode,
                        **asyncio.run(load(url, sentences, body, clients, args.requests,
                                           args.seconds))}
+                after = batching(url)
+                calls = after["calls"] - before["calls"]
+                row["mean_batch"] = (after["items"] - before["items"]) / max(calls, 1)
                 rows.append(row)
                 print(f"{name:9s} {mode:6s} {clients:3d} clients: {row['per_second']:7.1f} "
                       f"sent/s  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
-                      f"errors {row['errors']}  ({row['answers']} answers, "
-                      f"{row['seconds']:.1f} s)", flush=True)
-        batching = httpx.get(f"{url}/model", timeout=30).json()["batching"]
-        return {"rows": rows, "peak_rss_mib": peak_rss_mib(proc.pid), "batching": batching}
+                      f"errors {row['errors']}  mean batch {row['mean_batch']:.1f}  "
+                      f"({row['answers']} answers, {row['seconds']:.1f} s)", flush=True)
+        return {"rows": rows, "peak_rss_mib": peak_rss_mib(proc.pid), "batching": batching(url)}
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -142,6 +149,9 @@ def main() -> None:
     p.add_argument("--output", default=str(HERE / "results" / "serve_load.json"))
     p.add_argument("--table", metavar="RESULTS", help="only print the README's table of a "
                    "results file (and measure nothing)")
+    p.add_argument("--sweep", action="store_true", help="instead of the servers: the model's "
+                   "own decoding speed in this process by batch size (1 .. 128 sentences), "
+                   "written to results/serve_batch_sweep.json")
     args = p.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
@@ -151,6 +161,8 @@ def main() -> None:
     sentences = [s for s in Path(args.sentences).read_text(encoding="utf-8").splitlines()
                  if s.strip()]
     modes = {m: {"mode": m} for m in args.modes}
+    if args.sweep:
+        return sweep(args, sentences)
     result = {"run": args.run, "machine": machine_info(), "load_before": uptime(),
               "settings": {k: getattr(args, k) for k in ("clients", "requests", "seconds",
                                                          "threads", "modes", "sentences",
@@ -164,6 +176,34 @@ def main() -> None:
     for line in result["bar"]["lines"]:
         print(line)
     print(f"wrote {args.output}")
+
+
+def sweep(args, sentences: list[str]) -> None:
+    """Sentences per second of Translator.translate by batch size, in this process, one
+    thread: what batching can gain at most, without HTTP."""
+    import torch
+
+    from seqlab.translate import Translator
+
+    torch.set_num_threads(args.threads)
+    translator = Translator.from_checkpoint(args.run, device="cpu")
+    options = {"greedy": {"beam_size": 1, "n_best": 1, "length_penalty": 0.0},
+               "beam": {}}  # beam: the run's search section
+    rows = []
+    for mode in args.modes:
+        translator.translate(sentences[:8], **options[mode])  # warm-up
+        for size in (1, 8, 16, 32, 64, 128):
+            n = 48 if size == 1 else 256
+            start = time.perf_counter()
+            for i in range(0, n, size):
+                translator.translate(sentences[i : i + size], batch_size=size, **options[mode])
+            rate = n / (time.perf_counter() - start)
+            rows.append({"mode": mode, "batch": size, "sentences": n, "per_second": rate})
+            print(f"{mode:6s} batch {size:3d}: {rate:6.1f} sent/s", flush=True)
+    out = HERE / "results" / "serve_batch_sweep.json"
+    out.write_text(json.dumps({"run": args.run, "machine": machine_info(), "load": uptime(),
+                               "threads": args.threads, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 def table(result: dict) -> str:

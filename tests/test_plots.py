@@ -132,7 +132,7 @@ def test_the_glyph_check_would_catch_missing_hangul(tmp_path, caplog):
 
 
 def test_missing_font_warns_once_and_still_plots(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "_font_path", lambda: None)
+    monkeypatch.setattr(plots, "hangul_font_path", lambda: None)
     plots._hangul_font_name.cache_clear()
     try:
         with warnings.catch_warnings(record=True) as records:
@@ -147,7 +147,7 @@ def test_missing_font_warns_once_and_still_plots(tmp_path, monkeypatch):
 
 
 def test_font_is_found_in_the_installed_package():
-    path = plots._font_path()
+    path = plots.hangul_font_path()
     assert path is not None and path.name == "NanumGothic.ttf" and path.is_file()
     assert plots._hangul_font_name() == "NanumGothic"
 

@@ -453,7 +453,7 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1000",
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,1300",
                  "--disable-dev-shm-usage"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

@@ -30,7 +30,7 @@ DEFAULT_CURVE_KEYS = ("train_loss", "valid_loss", "valid_ppl", "valid_bleu", "va
 DPI = 120
 
 
-def _font_path() -> Path | None:
+def hangul_font_path() -> Path | None:
     """NanumGothic.ttf inside the installed koreanize_matplotlib package (not imported:
     its import would change matplotlib's global settings), or None."""
     spec = importlib.util.find_spec(FONT_PACKAGE)
@@ -49,7 +49,7 @@ def _hangul_font_name() -> str | None:
     warning) if the font file cannot be found."""
     from matplotlib import font_manager
 
-    path = _font_path()
+    path = hangul_font_path()
     if path is None:
         warnings.warn(
             f"{FONT_FILE} not found (is {FONT_PACKAGE.replace('_', '-')} installed?); "

@@ -27,7 +27,7 @@ nothing else about it (duck-typed; each problem module documents its own data an
                                              # state, a private generator)
     problem.unit                             # what `count` counts: "tokens", "examples"
 
-Prediction (CLI, Python, later serving) goes through each problem's predictor, which loads
+Prediction (CLI, Python, `seqlab serve`) goes through each problem's predictor, which loads
 a run directory or checkpoint by itself and imports nothing from training:
 `seqlab.translate.Translator` (seq2seq), `classify.Classifier`, `lm.Generator`,
 `tag.Tagger`, `forecast.Forecaster`, each with `from_checkpoint(path, device)`.

@@ -14,6 +14,7 @@ model runs in one thread beside the event loop (seqlab.serve.batching), so the s
 answering /health while it decodes.
 """
 
+import asyncio
 import functools
 import json
 import logging
@@ -74,7 +75,9 @@ def create_app(run: str | Path, *, device: str = "auto", limits: Limits | None =
         service = cls(predictor, limits)
     batcher = Batcher(service.run if service.items else None, max_items=max_batch,
                       wait_ms=batch_wait_ms)
-    about = _about(run, problem, service, predictor, limits, max_batch, batch_wait_ms)
+    about = _about(run, problem, service, predictor)
+    about["limits"] = vars(limits) | {"max_body_bytes": max_body}
+    about["batching"] = {"max_batch": max_batch, "wait_ms": batch_wait_ms}
 
     @asynccontextmanager
     async def lifespan(app):
@@ -101,7 +104,7 @@ def create_app(run: str | Path, *, device: str = "auto", limits: Limits | None =
 
     @app.get("/static/hangul.ttf", include_in_schema=False)
     async def hangul_font():  # NanumGothic: Hangul on the page without a system font
-        font = hangul_font_bytes()
+        font = await asyncio.to_thread(hangul_font_bytes)  # made once, off the event loop
         if font is None:
             return JSONResponse({"error": "no Hangul font installed"}, status_code=404)
         return Response(font, media_type="font/ttf",
@@ -121,9 +124,9 @@ def hangul_font_bytes() -> bytes | None:
 
     from fontTools.ttLib import TTFont
 
-    from seqlab.plots import _font_path
+    from seqlab.plots import hangul_font_path
 
-    path = _font_path()
+    path = hangul_font_path()
     if path is None:
         return None
     font = TTFont(path)
@@ -140,8 +143,8 @@ def _version() -> str:
     return __version__
 
 
-def _about(run, problem, service, predictor, limits, max_batch, wait_ms) -> dict:
-    """The fixed part of /model."""
+def _about(run, problem, service, predictor) -> dict:
+    """What /model says about the run."""
     from seqlab.checkpoint import load_for_prediction
 
     where, state = load_for_prediction(run)
@@ -159,9 +162,7 @@ def _about(run, problem, service, predictor, limits, max_batch, wait_ms) -> dict
         "run": str(run), "problem": problem, "endpoint": service.endpoint,
         "parameters": sum(p.numel() for p in predictor.model.parameters()),
         "vocabulary": service.vocabulary(), "progress": dict(state.get("progress", {})),
-        "results": results, "limits": vars(limits) | {"max_body_bytes": MAX_BODY},
-        "batching": {"max_batch": max_batch, "wait_ms": wait_ms},
-        "config": _config_dict(config), "checkpoint": str(where),
+        "results": results, "config": _config_dict(config), "checkpoint": str(where),
     }
 
 
@@ -190,8 +191,6 @@ def _add_service_route(app: FastAPI, service, batcher: Batcher, limits: Limits) 
 
 
 async def _single(batcher: Batcher, service, request, timeout: float):
-    import asyncio
-
     try:
         return await asyncio.wait_for(batcher.call(service.call, request), timeout)
     except asyncio.TimeoutError:
