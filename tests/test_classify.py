@@ -10,7 +10,7 @@ import torch
 
 from seqlab.checkpoint import load_checkpoint
 from seqlab.cli import main
-from seqlab.config import config_from_dict
+from seqlab.config import ConfigError, config_from_dict
 from seqlab.data import DataError, read_tsv
 from seqlab.problems.classify import (
     POOLINGS,
@@ -257,3 +257,38 @@ def test_subword_sampling_is_a_function_of_seed_and_epoch(tmp_path):
     for ids, (text, _) in zip(second, rows):
         assert tokenizer.detokenize(vocab.decode(ids)) == text
     assert sum(a != b for a, b in zip(first, plain.ids)) > 10  # sampling changed many rows
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_auxiliary_lm_loss_is_next_and_previous_token_nats_by_hand(bidirectional):
+    """classify.lm_weight: each example's extra loss is the mean, over both directions, of
+    -log p(next token) from the forward states and -log p(previous token) from the backward
+    states, computed here one unpadded row at a time from torch's own recurrent layer."""
+    torch.manual_seed(0)
+    model = RNNClassifier(vocab_size=12, num_labels=3, embedding_size=5, hidden_size=8,
+                          cell="lstm", num_layers=1, bidirectional=bidirectional, dropout=0.0,
+                          pooling="mean", lm_weight=0.5).double().eval()
+    rows, src, lengths = _batch()
+    expected = []
+    for row in rows:
+        states = model.rnn.rnn(model.embed(torch.tensor([row])))[0][0]  # (n, M)
+        H = model.lm_out.in_features
+        logp = lambda h: torch.log_softmax(model.lm_out(h), -1)  # noqa: E731
+        nats = [-logp(states[t, :H])[row[t + 1]] for t in range(len(row) - 1)]
+        if bidirectional:
+            nats += [-logp(states[t, H:])[row[t - 1]] for t in range(1, len(row))]
+        expected.append(torch.stack(nats).mean())
+    encoded = model.encode(src, lengths)
+    assert torch.allclose(model.lm_loss(encoded[0], src, lengths), torch.stack(expected))
+    labels = torch.tensor([0, 2, 1])
+    logits, loss = model(src, lengths, labels)
+    by_hand = torch.nn.functional.cross_entropy(logits, labels, reduction="sum") + \
+        0.5 * torch.stack(expected).sum()
+    assert torch.allclose(loss, by_hand)
+
+
+def test_the_auxiliary_lm_needs_one_bidirectional_layer():
+    with pytest.raises(ConfigError, match="classify.lm_weight with a bidirectional encoder "
+                       "needs model.encoder_layers: 1"):
+        config_from_dict({"problem": "classify", "data": {"synthetic": "is_sorted"},
+                          "classify": {"lm_weight": 0.5}, "model": {"encoder_layers": 2}})

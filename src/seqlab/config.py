@@ -119,6 +119,10 @@ class ClassifyConfig:
     # summary of the encoder states: the final state (both directions), their mean, their
     # maximum, or attention pooling (a learned query scores every state; softmax; weighted sum)
     pooling: Literal["final", "mean", "max", "attention"] = "max"
+    # weight of an auxiliary bidirectional language-model loss (0: none): the forward states
+    # also predict the next token and the backward states the previous one (ELMo's biLM,
+    # one shared output layer), added to each example's loss as mean nats per token x weight
+    lm_weight: float = check(0.0, ">= 0")
 
 
 @dataclass
@@ -389,6 +393,11 @@ def _check_problem(config: Config, lines: dict[str, str]) -> None:
     if problem == "lm" and m.bidirectional:
         _fail(lines, "model.bidirectional", "model.bidirectional: a language model reads "
               "only the past; set model.bidirectional: false for problem lm")
+    if problem == "classify" and config.classify.lm_weight and m.bidirectional \
+            and m.encoder_layers > 1:
+        _fail(lines, "classify.lm_weight", "classify.lm_weight with a bidirectional encoder "
+              "needs model.encoder_layers: 1 (above the first layer, the forward direction "
+              "sees the next token through the backward states below it)")
 
 
 def _check_forecast(config: Config, lines: dict[str, str]) -> None:

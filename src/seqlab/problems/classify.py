@@ -5,6 +5,18 @@
     p(label | x) = softmax(W dropout(c) + b)
     loss = cross-entropy summed over the batch (count = examples)
 
+With classify.lm_weight = w > 0 the encoder also learns to model the text (an auxiliary
+bidirectional language model, as ELMo's biLM, with one output layer U shared by both
+directions): the forward state after x_1..x_t predicts x_{t+1}, the backward state after
+x_n..x_t predicts x_{t-1}, and each example's loss gains
+
+    w * (1 / 2(n - 1)) sum_t [ -log softmax(U dropout(f_t))[x_{t+1}]
+                               -log softmax(U dropout(b_t))[x_{t-1}] ]
+
+(n tokens with EOS; the mean over both directions' n - 1 predictions). Only a one-layer
+bidirectional encoder qualifies: above it, the forward direction would see the next token
+through the backward states below. Prediction ignores U.
+
 Pooling over the real (non-padding) positions of the top layer's states h_i (B, S, M):
 
     final      c = [h_S(forward); h_1(backward)]    the state-space view: the last state
@@ -32,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seqlab.config import Config, ModelConfig
+from seqlab.config import ClassifyConfig, Config, ModelConfig
 from seqlab.data import DataError, ParallelText, _pad, epoch_batches
 from seqlab.recurrent import Recurrent
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
@@ -47,7 +59,8 @@ class RNNClassifier(nn.Module):
 
     def __init__(self, *, vocab_size: int, num_labels: int, embedding_size: int,
                  hidden_size: int, cell: str, num_layers: int, bidirectional: bool,
-                 dropout: float, pooling: str, backend: str = "auto", reset_after: bool = True):
+                 dropout: float, pooling: str, backend: str = "auto", reset_after: bool = True,
+                 lm_weight: float = 0.0):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
@@ -63,10 +76,19 @@ class RNNClassifier(nn.Module):
             self.score = nn.Sequential(nn.Linear(size, size), nn.Tanh(),
                                        nn.Linear(size, 1, bias=False))  # v^T tanh(W h + b)
         self.out = nn.Linear(size, num_labels)
+        self.lm_weight = lm_weight
+        if lm_weight:  # U: the auxiliary language model's output layer, both directions
+            self.lm_out = nn.Linear(hidden_size // directions, vocab_size)
 
-    def summary(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor | None]:
-        """-> c (B, M), and the attention pooling's weights (B, S) (else None)."""
-        states, final = self.rnn(self.dropout(self.embed(src)), src_lengths)  # (B, S, M)
+    def encode(self, src: Tensor, src_lengths: Tensor):
+        """src (B, S) -> the top layer's states (B, S, M) and the final states."""
+        return self.rnn(self.dropout(self.embed(src)), src_lengths)
+
+    def summary(self, src: Tensor, src_lengths: Tensor,
+                encoded=None) -> tuple[Tensor, Tensor | None]:
+        """-> c (B, M), and the attention pooling's weights (B, S) (else None); `encoded`:
+        encode()'s answer when the caller has it already."""
+        states, final = encoded or self.encode(src, src_lengths)  # (B, S, M)
         mask = src != PAD  # (B, S)
         if self.pooling == "final":
             h = final[0] if isinstance(final, tuple) else final  # (L*D, B, H)
@@ -85,21 +107,43 @@ class RNNClassifier(nn.Module):
                 label_smoothing: float = 0.0) -> tuple[Tensor, Tensor | None]:
         """src (B, S) padded with PAD, src_lengths (B,), labels (B,) or None
         -> logits (B, C), cross-entropy summed over the batch (None without labels)."""
-        c, _ = self.summary(src, src_lengths)
+        encoded = self.encode(src, src_lengths)
+        c, _ = self.summary(src, src_lengths, encoded)
         logits = self.out(self.dropout(c))  # (B, C)
         if labels is None:
             return logits, None
-        return logits, F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
-                                       reduction="sum")
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
+                               reduction="sum")
+        if self.lm_weight:
+            loss = loss + self.lm_weight * self.lm_loss(encoded[0], src, src_lengths).sum()
+        return logits, loss
+
+    def lm_loss(self, states: Tensor, src: Tensor, src_lengths: Tensor) -> Tensor:
+        """Each example's auxiliary (bi)LM loss (B,): mean nats per prediction of the forward
+        states predicting the next token (and the backward states the previous one)."""
+        H, D = self.lm_out.in_features, self.rnn.directions
+        nats = self._token_nats(states[:, :-1, :H], src[:, 1:])  # f_t -> x_{t+1}
+        if D == 2:  # b_t -> x_{t-1}, for the real positions t only
+            previous = src[:, :-1].masked_fill(src[:, 1:] == PAD, PAD)
+            nats = nats + self._token_nats(states[:, 1:, H:], previous)
+        return nats.sum(1) / (D * (src_lengths - 1).clamp(min=1).to(nats.dtype))
+
+    def _token_nats(self, states: Tensor, targets: Tensor) -> Tensor:
+        """-log p(target) per position (B, T); 0 where the target is padding."""
+        logits = self.lm_out(self.dropout(states))  # (B, T, V)
+        nats = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                               ignore_index=PAD, reduction="none")
+        return nats.view_as(targets)
 
 
 def build_classifier(cfg: ModelConfig, vocab_size: int, num_labels: int,
-                     pooling: str) -> RNNClassifier:
+                     classify: ClassifyConfig) -> RNNClassifier:
     return RNNClassifier(vocab_size=vocab_size, num_labels=num_labels,
                          embedding_size=cfg.embedding_size, hidden_size=cfg.hidden_size,
                          cell=cfg.cell, num_layers=cfg.encoder_layers,
-                         bidirectional=cfg.bidirectional, dropout=cfg.dropout, pooling=pooling,
-                         backend=cfg.backend, reset_after=cfg.gru_reset_after)
+                         bidirectional=cfg.bidirectional, dropout=cfg.dropout,
+                         pooling=classify.pooling, backend=cfg.backend,
+                         reset_after=cfg.gru_reset_after, lm_weight=classify.lm_weight)
 
 
 # ---------------------------------------------------------------------------------- the data
@@ -229,7 +273,7 @@ class Classifier:
             path, device, "classify", LabelCodec.from_state_dict,
             "its tokenizer and labels are damaged")
         model = build_classifier(config.model, len(codec.vocab), len(codec.labels),
-                                 config.classify.pooling)
+                                 config.classify)
         load_weights(model, weights, where)
         return cls(model, codec, config, target)
 
@@ -308,7 +352,7 @@ class ClassifyProblem:
 
     def build_model(self) -> RNNClassifier:
         return build_classifier(self.config.model, len(self.codec.vocab),
-                                len(self.codec.labels), self.config.classify.pooling)
+                                len(self.codec.labels), self.config.classify)
 
     def describe_model(self, model) -> str:
         m = self.config.model
