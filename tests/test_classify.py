@@ -292,3 +292,18 @@ def test_the_auxiliary_lm_needs_one_bidirectional_layer():
                        "needs model.encoder_layers: 1"):
         config_from_dict({"problem": "classify", "data": {"synthetic": "is_sorted"},
                           "classify": {"lm_weight": 0.5}, "model": {"encoder_layers": 2}})
+
+
+def test_the_sampled_auxiliary_lm_loss_estimates_the_full_one_without_bias():
+    torch.manual_seed(0)
+    model = RNNClassifier(vocab_size=12, num_labels=3, embedding_size=5, hidden_size=8,
+                          cell="gru", num_layers=1, bidirectional=True, dropout=0.0,
+                          pooling="mean", lm_weight=1.0).double().eval()
+    _, src, lengths = _batch()
+    states = model.encode(src, lengths)[0].detach()
+    full = model.lm_loss(states, src, lengths)
+    with torch.no_grad():
+        draws = torch.stack([model.lm_loss(states, src, lengths, sample=0.5)
+                             for _ in range(8000)])
+    assert torch.allclose(draws.mean(0), full, rtol=0.03)  # 4 standard errors of the mean
+    assert (draws.std(0) > 0).all()  # a real sample, not the full sum

@@ -123,6 +123,9 @@ class ClassifyConfig:
     # also predict the next token and the backward states the previous one (ELMo's biLM,
     # one shared output layer), added to each example's loss as mean nats per token x weight
     lm_weight: float = check(0.0, ">= 0")
+    # the fraction of those predictions made each step, drawn at random (the softmax over
+    # the vocabulary at every position costs more than the rest of the model)
+    lm_sample: float = check(1.0, "in (0, 1]")
 
 
 @dataclass

@@ -13,7 +13,8 @@ x_n..x_t predicts x_{t-1}, and each example's loss gains
     w * (1 / 2(n - 1)) sum_t [ -log softmax(U dropout(f_t))[x_{t+1}]
                                -log softmax(U dropout(b_t))[x_{t-1}] ]
 
-(n tokens with EOS; the mean over both directions' n - 1 predictions). Only a one-layer
+(n tokens with EOS; the mean over both directions' n - 1 predictions; classify.lm_sample
+< 1 estimates it from that fraction of them). Only a one-layer
 bidirectional encoder qualifies: above it, the forward direction would see the next token
 through the backward states below. Prediction ignores U.
 
@@ -60,7 +61,7 @@ class RNNClassifier(nn.Module):
     def __init__(self, *, vocab_size: int, num_labels: int, embedding_size: int,
                  hidden_size: int, cell: str, num_layers: int, bidirectional: bool,
                  dropout: float, pooling: str, backend: str = "auto", reset_after: bool = True,
-                 lm_weight: float = 0.0):
+                 lm_weight: float = 0.0, lm_sample: float = 1.0):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
@@ -76,7 +77,7 @@ class RNNClassifier(nn.Module):
             self.score = nn.Sequential(nn.Linear(size, size), nn.Tanh(),
                                        nn.Linear(size, 1, bias=False))  # v^T tanh(W h + b)
         self.out = nn.Linear(size, num_labels)
-        self.lm_weight = lm_weight
+        self.lm_weight, self.lm_sample = lm_weight, lm_sample
         if lm_weight:  # U: the auxiliary language model's output layer, both directions
             self.lm_out = nn.Linear(hidden_size // directions, vocab_size)
 
@@ -115,25 +116,35 @@ class RNNClassifier(nn.Module):
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
                                reduction="sum")
         if self.lm_weight:
-            loss = loss + self.lm_weight * self.lm_loss(encoded[0], src, src_lengths).sum()
+            lm = self.lm_loss(encoded[0], src, src_lengths, self.lm_sample)
+            loss = loss + self.lm_weight * lm.sum()
         return logits, loss
 
-    def lm_loss(self, states: Tensor, src: Tensor, src_lengths: Tensor) -> Tensor:
+    def lm_loss(self, states: Tensor, src: Tensor, src_lengths: Tensor,
+                sample: float = 1.0) -> Tensor:
         """Each example's auxiliary (bi)LM loss (B,): mean nats per prediction of the forward
-        states predicting the next token (and the backward states the previous one)."""
+        states predicting the next token (and the backward states the previous one).
+        sample < 1: only that fraction of the predictions, drawn at random (torch's RNG),
+        is made, and their sum is divided by the expected count (an unbiased estimate of
+        the mean: the softmax over the vocabulary is the costly part)."""
         H, D = self.lm_out.in_features, self.rnn.directions
-        nats = self._token_nats(states[:, :-1, :H], src[:, 1:])  # f_t -> x_{t+1}
+        nats = self._token_nats(states[:, :-1, :H], src[:, 1:], sample)  # f_t -> x_{t+1}
         if D == 2:  # b_t -> x_{t-1}, for the real positions t only
             previous = src[:, :-1].masked_fill(src[:, 1:] == PAD, PAD)
-            nats = nats + self._token_nats(states[:, 1:, H:], previous)
-        return nats.sum(1) / (D * (src_lengths - 1).clamp(min=1).to(nats.dtype))
+            nats = nats + self._token_nats(states[:, 1:, H:], previous, sample)
+        return nats.sum(1) / (sample * D * (src_lengths - 1).clamp(min=1).to(nats.dtype))
 
-    def _token_nats(self, states: Tensor, targets: Tensor) -> Tensor:
-        """-log p(target) per position (B, T); 0 where the target is padding."""
-        logits = self.lm_out(self.dropout(states))  # (B, T, V)
-        nats = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
-                               ignore_index=PAD, reduction="none")
-        return nats.view_as(targets)
+    def _token_nats(self, states: Tensor, targets: Tensor, sample: float) -> Tensor:
+        """-log p(target) per position (B, T); 0 where the target is padding (or, with
+        sample < 1, where the position was not drawn)."""
+        keep = targets != PAD
+        if sample < 1:
+            keep &= torch.rand(targets.shape, device=targets.device) < sample
+        rows = keep.nonzero(as_tuple=True)
+        logits = self.lm_out(self.dropout(states[rows]))  # (N, V), N kept positions
+        nats = states.new_zeros(targets.shape)
+        nats[rows] = F.cross_entropy(logits, targets[rows], reduction="none").to(nats.dtype)
+        return nats
 
 
 def build_classifier(cfg: ModelConfig, vocab_size: int, num_labels: int,
@@ -143,7 +154,8 @@ def build_classifier(cfg: ModelConfig, vocab_size: int, num_labels: int,
                          cell=cfg.cell, num_layers=cfg.encoder_layers,
                          bidirectional=cfg.bidirectional, dropout=cfg.dropout,
                          pooling=classify.pooling, backend=cfg.backend,
-                         reset_after=cfg.gru_reset_after, lm_weight=classify.lm_weight)
+                         reset_after=cfg.gru_reset_after, lm_weight=classify.lm_weight,
+                         lm_sample=classify.lm_sample)
 
 
 # ---------------------------------------------------------------------------------- the data
