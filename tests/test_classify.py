@@ -133,12 +133,14 @@ def test_a_tiny_set_is_learnt_to_100_percent(tmp_path):
     assert (tmp_path / "run" / "confusion_test.png").stat().st_size > 1000
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("classify", [{}, {"ngram_buckets": 64}], ids=["rnn", "ngrams"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, classify):
+    """(With an n-gram part, its Adagrad state is saved and restored too.)"""
     cfg = _config(tmp_path, train={"max_steps": 40, "valid_every": 20, "lr": 0.003,
-                                   "batch_tokens": 60})
+                                   "batch_tokens": 60}, classify=classify)
     train(cfg, tmp_path / "whole", quiet=True)
     half = _config(tmp_path, train={"max_steps": 20, "valid_every": 20, "lr": 0.003,
-                                    "batch_tokens": 60})
+                                    "batch_tokens": 60}, classify=classify)
     train(half, tmp_path / "resumed", quiet=True)
     train(cfg, tmp_path / "resumed", resume=True, quiet=True)
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")
@@ -307,3 +309,111 @@ def test_the_sampled_auxiliary_lm_loss_estimates_the_full_one_without_bias():
                              for _ in range(8000)])
     assert torch.allclose(draws.mean(0), full, rtol=0.03)  # 4 standard errors of the mean
     assert (draws.std(0) > 0).all()  # a real sample, not the full sum
+
+
+# ---------------------------------------------------------------------------------- n-grams
+def test_ngram_grams_by_hand():
+    from seqlab.ngrams import grams
+
+    assert grams("좋다  ㅋㅋㅋㅋ 최고", words=2, chars=2) == [
+        "w1:좋다", "w1:ㅋㅋ", "w1:최고", "w2:좋다 ㅋㅋ", "w2:ㅋㅋ 최고",
+        "c1: ", "c1:좋", "c1:다", "c1: ", "c1:ㅋ", "c1:ㅋ", "c1: ", "c1:최", "c1:고", "c1: ",
+        "c2: 좋", "c2:좋다", "c2:다 ", "c2: ㅋ", "c2:ㅋㅋ", "c2:ㅋ ", "c2: 최", "c2:최고",
+        "c2:고 "]
+    assert grams("a", words=0, chars=0) == []
+
+
+def test_ngram_ids_are_the_same_in_every_process():
+    """Python's hash() of a str changes with each process (PYTHONHASHSEED): ids built on it
+    would mean different features at training and at prediction time."""
+    import os
+    import subprocess
+    import sys
+
+    from seqlab.ngrams import features
+
+    code = "from seqlab.ngrams import features; print(features('재밌는 영화 ㅋㅋ', 1 << 20, 2, 4))"
+    here = features("재밌는 영화 ㅋㅋ", 1 << 20, 2, 4)
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+        assert json.loads(out) == here
+    assert here == sorted(set(here)) and all(0 <= i < 1 << 20 for i in here)
+
+
+def _ngram_model(weight: float = 0.3) -> RNNClassifier:
+    torch.manual_seed(0)
+    model = RNNClassifier(vocab_size=12, num_labels=3, embedding_size=5, hidden_size=8,
+                          cell="gru", num_layers=1, bidirectional=True, dropout=0.0,
+                          pooling="mean", ngram_buckets=10, ngram_weight=weight,
+                          ).double().eval()
+    with torch.no_grad():
+        model.ngram.weight.normal_()
+    return model
+
+
+def test_the_ngram_part_is_a_product_of_experts_with_separate_losses():
+    """logits = z_rnn + w z_ngram with z_ngram = sum_g E[g]; loss = CE(z_rnn) + CE(z_ngram)."""
+    from seqlab.ngrams import pack
+
+    model = _ngram_model(weight=0.3)
+    _, src, lengths = _batch()
+    rows = [[1, 4], [], [0, 4, 9]]
+    ngrams = pack([torch.tensor(r, dtype=torch.int32) for r in rows])
+    labels = torch.tensor([2, 0, 1])
+    logits, loss = model(src, lengths, labels, ngrams=ngrams)
+    c, _ = model.summary(src, lengths)
+    z_rnn = model.out(c)
+    E = model.ngram.weight
+    z_ngram = torch.stack([E[r].sum(0) if r else E.new_zeros(3) for r in rows])
+    torch.testing.assert_close(logits, z_rnn + 0.3 * z_ngram)
+    expected = (torch.nn.functional.cross_entropy(z_rnn, labels, reduction="sum")
+                + torch.nn.functional.cross_entropy(z_ngram, labels, reduction="sum"))
+    torch.testing.assert_close(loss, expected)
+    unlabelled, none = model(src, lengths, ngrams=ngrams)
+    assert none is None
+    torch.testing.assert_close(unlabelled, logits)
+    with pytest.raises(ValueError, match="has an n-gram part: pass ngrams="):
+        model(src, lengths)
+
+
+def test_ngram_config_needs_some_grams():
+    with pytest.raises(ConfigError, match="classify.ngram_buckets needs word or character "
+                                          "n-grams"):
+        config_from_dict({"problem": "classify", "data": {"synthetic": "is_sorted"},
+                          "classify": {"ngram_buckets": 64, "ngram_words": 0,
+                                       "ngram_chars": 0}})
+
+
+def test_a_tiny_set_is_learnt_with_the_ngram_part_and_batching_does_not_matter(tmp_path):
+    """The trained run predicts its training texts; predicting texts together or one at a
+    time gives the same probabilities (each text's n-grams stay with it)."""
+    from seqlab.synthetic import make_dataset
+
+    cfg = _config(tmp_path, classify={"ngram_buckets": 256})
+    train(cfg, tmp_path / "run", quiet=True)
+    pairs = make_dataset("is_sorted", 48, seed=cfg.train.seed, split="train")
+    classifier = Classifier.from_checkpoint(tmp_path / "run" / "last.pt", device="cpu")
+    assert classifier.model.ngram.weight.abs().sum() > 0  # the n-gram part learnt
+    texts = [t for t, _ in pairs]
+    together = classifier.logits(texts)
+    assert [classifier.codec.labels[int(i)] for i in together.argmax(-1)] == \
+        [label for _, label in pairs]
+    alone = torch.cat([classifier.logits([t]) for t in texts[:12]])
+    torch.testing.assert_close(together[:12], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_the_ngram_weights_are_trained_by_adagrad_outside_clipping():
+    from seqlab.config import TrainConfig
+    from seqlab.train import _optimizers
+
+    model = _ngram_model()
+    optimizer, adagrad, clipped = _optimizers(model, TrainConfig())
+    E = model.ngram.weight
+    assert isinstance(adagrad, torch.optim.Adagrad)
+    assert [p for g in adagrad.param_groups for p in g["params"]] == [E]
+    assert adagrad.param_groups[0]["lr"] == model.ngram_lr
+    others = [p for g in optimizer.param_groups for p in g["params"]]
+    assert all(p is not E for p in others) and len(others) == len(list(model.parameters())) - 1
+    assert all(p is not E for p in clipped)
+    assert _optimizers(_model("mean"), TrainConfig())[1] is None

@@ -126,6 +126,17 @@ class ClassifyConfig:
     # the fraction of those predictions made each step, drawn at random (the softmax over
     # the vocabulary at every position costs more than the rest of the model)
     lm_sample: float = check(1.0, "in (0, 1]")
+    # a linear bag-of-n-grams classifier beside the recurrent one (0: none): hashed word and
+    # character n-grams (seqlab/ngrams.py) -> one weight per bucket and label; each part is
+    # trained by its own cross-entropy, and prediction adds ngram_weight x its logits to the
+    # recurrent part's (a product of experts: p ~ p_rnn * p_ngram^ngram_weight)
+    ngram_buckets: int = check(0, ">= 0")
+    ngram_words: int = check(2, ">= 0")  # word n-grams for n = 1..ngram_words
+    ngram_chars: int = check(4, ">= 0")  # character n-grams for n = 1..ngram_chars
+    ngram_weight: float = check(0.3, ">= 0")  # the n-gram part's weight in prediction
+    # the n-gram weights are trained by Adagrad at this learning rate, not by train.optimizer
+    # (Adagrad's per-weight steps suit sparse features; no clipping, no lr schedule)
+    ngram_lr: float = check(0.2, "> 0")
 
 
 @dataclass
@@ -396,6 +407,10 @@ def _check_problem(config: Config, lines: dict[str, str]) -> None:
     if problem == "lm" and m.bidirectional:
         _fail(lines, "model.bidirectional", "model.bidirectional: a language model reads "
               "only the past; set model.bidirectional: false for problem lm")
+    c = config.classify
+    if problem == "classify" and c.ngram_buckets and not (c.ngram_words or c.ngram_chars):
+        _fail(lines, "classify.ngram_buckets", "classify.ngram_buckets needs word or character "
+              "n-grams: set classify.ngram_words or classify.ngram_chars above 0")
     if problem == "classify" and config.classify.lm_weight and m.bidirectional \
             and m.encoder_layers > 1:
         _fail(lines, "classify.lm_weight", "classify.lm_weight with a bidirectional encoder "

@@ -214,14 +214,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
     console.say(f"model: {n_params:,} parameters; {problem.describe_model(model)}; "
                 f"device {device}, {precision}"
                 + ("" if tc.precision == "float32" else f" ({tc.precision}: {why})"))
-    if tc.optimizer == "adam":
-        # fused: one kernel for the whole update (CPU and CUDA), 3x faster than the loop of
-        # elementwise ops on the peers' model; the same Adam, same state dict
-        optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                     fused=True)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum,
-                                    weight_decay=tc.weight_decay)
+    optimizer, adagrad, clipped = _optimizers(model, tc)
     key, higher_is_better = config.stopping_metric, config.higher_is_better
     plateau = None
     if tc.lr_schedule == "plateau":
@@ -232,6 +225,8 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if adagrad is not None:
+            adagrad.load_state_dict(checkpoint["adagrad"])
         if plateau is not None and checkpoint.get("plateau"):
             plateau.load_state_dict(checkpoint["plateau"])
         progress = Progress(**{"snapshots": [], **checkpoint["progress"]})
@@ -258,6 +253,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                  "config": config.to_dict(), "problem": problem.state_dict()}
         if resumable:
             state.update(optimizer=optimizer.state_dict(),
+                         adagrad=adagrad.state_dict() if adagrad else None,
                          plateau=plateau.state_dict() if plateau else None,
                          rng={"torch": torch.get_rng_state()},
                          train_state=problem.train_state())
@@ -342,9 +338,11 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                     summed, count = problem.loss(ddp_model, batch, progress.step)
                 loss = summed * world / _total(count, world)
                 optimizer.zero_grad(set_to_none=True)
+                if adagrad is not None:
+                    adagrad.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), tc.clip_norm if tc.clip_norm else float("inf"))
+                    clipped, tc.clip_norm if tc.clip_norm else float("inf"))
                 progress.batch_in_epoch = i + 1
                 finite = bool(torch.isfinite(summed)) and bool(torch.isfinite(grad_norm))
                 nonfinite, out_of_time, interrupted = _any(
@@ -364,6 +362,8 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                 else:
                     nonfinite_in_a_row = 0
                     optimizer.step()
+                    if adagrad is not None:
+                        adagrad.step()
                     progress.step += 1
                     window_count += count
                     window_loss += summed.item()
@@ -431,6 +431,24 @@ def _limit_reason(tc, step: int) -> str:
 
 
 _UNIT_SHORT = {"tokens": "tok", "examples": "ex"}
+
+
+def _optimizers(model: torch.nn.Module, tc) -> tuple[torch.optim.Optimizer,
+                                               torch.optim.Optimizer | None, list]:
+    """(the run's optimizer, Adagrad or None, the parameters that gradient clipping sees).
+    A model's adagrad_groups() (e.g. a classifier's n-gram weights) are trained by Adagrad
+    at their own fixed lr, unclipped; train.optimizer trains every other parameter."""
+    groups = model.adagrad_groups() if hasattr(model, "adagrad_groups") else []
+    apart = {id(p) for g in groups for p in g["params"]}
+    params = [p for p in model.parameters() if id(p) not in apart]
+    if tc.optimizer == "adam":
+        # fused: one kernel for the whole update (CPU and CUDA), 3x faster than the loop of
+        # elementwise ops on the peers' model; the same Adam, same state dict
+        optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+    else:
+        optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum,
+                                    weight_decay=tc.weight_decay)
+    return optimizer, torch.optim.Adagrad(groups) if groups else None, params
 
 
 def _log_train(run: RunDir, progress: Progress, optimizer, count: int, loss: float,

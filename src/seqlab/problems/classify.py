@@ -18,6 +18,21 @@ x_n..x_t predicts x_{t-1}, and each example's loss gains
 bidirectional encoder qualifies: above it, the forward direction would see the next token
 through the backward states below. Prediction ignores U.
 
+With classify.ngram_buckets = K > 0 a linear classifier over hashed word and character
+n-grams (seqlab/ngrams.py: the text's set of gram ids g(x) in 0..K-1) stands beside the
+recurrent one, and the two are a product of experts:
+
+    z_ngram = sum_{g in g(x)} E[g]              E (K, C), zero at the start
+    loss    = CE(z_rnn, y) + CE(z_ngram, y)     each part trained by its own cross-entropy
+    logits  = z_rnn + w * z_ngram               w = ngram_weight: p ~ p_rnn * p_ngram^w
+
+Separate losses keep the parts from leaning on each other in training (a joint softmax
+lets the n-gram weights memorise the training texts and starve the network of gradient);
+their errors differ, which is what the product gains from. E is trained by Adagrad
+(adagrad_groups(): the training loop's second optimizer), the classic for sparse linear
+models: Adam, which moves every weight by about lr whatever its gradient, left it
+overconfident, and the product then fell below the network alone (README, NSMC).
+
 Pooling over the real (non-padding) positions of the top layer's states h_i (B, S, M):
 
     final      c = [h_S(forward); h_1(backward)]    the state-space view: the last state
@@ -35,7 +50,6 @@ with EOS, as seq2seq sources do, so an empty text is still one position long.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +61,7 @@ from torch.nn import functional as F
 
 from seqlab.config import ClassifyConfig, Config, ModelConfig
 from seqlab.data import DataError, ParallelText, _pad, epoch_batches
+from seqlab.ngrams import featurize, pack
 from seqlab.recurrent import Recurrent
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
 from seqlab.vocab import EOS, PAD, UNK, Vocab
@@ -61,7 +76,8 @@ class RNNClassifier(nn.Module):
     def __init__(self, *, vocab_size: int, num_labels: int, embedding_size: int,
                  hidden_size: int, cell: str, num_layers: int, bidirectional: bool,
                  dropout: float, pooling: str, backend: str = "auto", reset_after: bool = True,
-                 lm_weight: float = 0.0, lm_sample: float = 1.0):
+                 lm_weight: float = 0.0, lm_sample: float = 1.0, ngram_buckets: int = 0,
+                 ngram_weight: float = 0.3, ngram_lr: float = 0.2):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
@@ -80,6 +96,11 @@ class RNNClassifier(nn.Module):
         self.lm_weight, self.lm_sample = lm_weight, lm_sample
         if lm_weight:  # U: the auxiliary language model's output layer, both directions
             self.lm_out = nn.Linear(hidden_size // directions, vocab_size)
+        self.ngram_weight, self.ngram_lr = ngram_weight, ngram_lr
+        self.ngram = None
+        if ngram_buckets:  # E: one weight per n-gram bucket and label
+            self.ngram = nn.EmbeddingBag(ngram_buckets, num_labels, mode="sum")
+            nn.init.zeros_(self.ngram.weight)
 
     def encode(self, src: Tensor, src_lengths: Tensor):
         """src (B, S) -> the top layer's states (B, S, M) and the final states."""
@@ -105,20 +126,41 @@ class RNNClassifier(nn.Module):
         return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights  # (B, M)
 
     def forward(self, src: Tensor, src_lengths: Tensor, labels: Tensor | None = None, *,
+                ngrams: tuple[Tensor, Tensor] | None = None,
                 label_smoothing: float = 0.0) -> tuple[Tensor, Tensor | None]:
-        """src (B, S) padded with PAD, src_lengths (B,), labels (B,) or None
-        -> logits (B, C), cross-entropy summed over the batch (None without labels)."""
+        """src (B, S) padded with PAD, src_lengths (B,), labels (B,) or None, ngrams: the
+        texts' n-gram ids and offsets (ngrams.pack; needed when the model has an n-gram
+        part) -> logits (B, C), cross-entropy summed over the batch (None without labels)."""
         encoded = self.encode(src, src_lengths)
         c, _ = self.summary(src, src_lengths, encoded)
         logits = self.out(self.dropout(c))  # (B, C)
+        z_ngram = self.ngram_logits(ngrams)
         if labels is None:
-            return logits, None
+            return logits if z_ngram is None else logits + self.ngram_weight * z_ngram, None
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
                                reduction="sum")
+        if z_ngram is not None:
+            loss = loss + F.cross_entropy(z_ngram, labels, label_smoothing=label_smoothing,
+                                          reduction="sum")
+            logits = logits + self.ngram_weight * z_ngram
         if self.lm_weight:
             lm = self.lm_loss(encoded[0], src, src_lengths, self.lm_sample)
             loss = loss + self.lm_weight * lm.sum()
         return logits, loss
+
+    def ngram_logits(self, ngrams: tuple[Tensor, Tensor] | None) -> Tensor | None:
+        """z_ngram (B, C): the sum of the rows of E that the text's n-grams pick (None
+        without an n-gram part)."""
+        if self.ngram is None:
+            return None
+        if ngrams is None:
+            raise ValueError("this classifier has an n-gram part: pass ngrams=")
+        return self.ngram(*ngrams)
+
+    def adagrad_groups(self) -> list[dict]:
+        """Parameter groups that the training loop trains by Adagrad (lr fixed, unclipped)
+        instead of its optimizer: the n-gram weights E."""
+        return [{"params": [self.ngram.weight], "lr": self.ngram_lr}] if self.ngram else []
 
     def lm_loss(self, states: Tensor, src: Tensor, src_lengths: Tensor,
                 sample: float = 1.0) -> Tensor:
@@ -155,7 +197,9 @@ def build_classifier(cfg: ModelConfig, vocab_size: int, num_labels: int,
                          bidirectional=cfg.bidirectional, dropout=cfg.dropout,
                          pooling=classify.pooling, backend=cfg.backend,
                          reset_after=cfg.gru_reset_after, lm_weight=classify.lm_weight,
-                         lm_sample=classify.lm_sample)
+                         lm_sample=classify.lm_sample, ngram_buckets=classify.ngram_buckets,
+                         ngram_weight=classify.ngram_weight,
+                         ngram_lr=classify.ngram_lr)
 
 
 # ---------------------------------------------------------------------------------- the data
@@ -203,27 +247,42 @@ def build_label_codec(config: Config, train: ParallelText) -> LabelCodec:
     return LabelCodec(tokenizer, vocab, labels)
 
 
+def text_ngrams(config: ClassifyConfig, texts: Sequence[str]) -> list[Tensor] | None:
+    """Each text's n-gram ids (seqlab/ngrams.py) when the model has an n-gram part."""
+    if not config.ngram_buckets:
+        return None
+    return featurize(texts, config.ngram_buckets, config.ngram_words, config.ngram_chars)
+
+
 @dataclass
 class LabelledBatch:
     """src (B, S) long padded with PAD, each row ending with EOS; src_lengths (B,);
-    labels (B,) long or None; index (B,) each row's position in the example list."""
+    labels (B,) long or None; index (B,) each row's position in the example list;
+    ngrams: the rows' n-gram ids and offsets (ngrams.pack), or None."""
 
     src: Tensor
     src_lengths: Tensor
     labels: Tensor | None
     index: Tensor
+    ngrams: tuple[Tensor, Tensor] | None = None
 
     def to(self, device) -> LabelledBatch:
-        return LabelledBatch(*(None if x is None else x.to(device)
-                               for x in dataclasses.astuple(self)))
+        def move(x):
+            return None if x is None else x.to(device)
+
+        return LabelledBatch(move(self.src), move(self.src_lengths), move(self.labels),
+                             move(self.index),
+                             None if self.ngrams is None else tuple(map(move, self.ngrams)))
 
 
 def collate_labelled(ids: Sequence[list[int]], labels: Sequence[int] | None,
-                     indices: Sequence[int]) -> LabelledBatch:
+                     indices: Sequence[int],
+                     ngrams: Sequence[Tensor] | None = None) -> LabelledBatch:
     rows = [ids[i] for i in indices]
     return LabelledBatch(_pad(rows), torch.tensor([len(r) for r in rows]),
                          None if labels is None else torch.tensor([labels[i] for i in indices]),
-                         torch.tensor(list(indices)))
+                         torch.tensor(list(indices)),
+                         None if ngrams is None else pack([ngrams[i] for i in indices]))
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -292,14 +351,16 @@ class Classifier:
     def logits(self, texts: Sequence[str]) -> Tensor:
         """(N, C) on the CPU, in the input's order; batches of similar lengths."""
         ids = [self.codec.encode_text(t) for t in texts]
+        ngrams = text_ngrams(self.config.classify, texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = torch.empty(len(ids), len(self.codec.labels))
         size = self.config.search.batch_size
         self.model.eval()
         with torch.no_grad():
             for start in range(0, len(order), size):
-                batch = collate_labelled(ids, None, order[start : start + size]).to(self.device)
-                logits, _ = self.model(batch.src, batch.src_lengths)
+                batch = collate_labelled(ids, None, order[start : start + size],
+                                         ngrams).to(self.device)
+                logits, _ = self.model(batch.src, batch.src_lengths, ngrams=batch.ngrams)
                 out[batch.index.cpu()] = logits.float().cpu()
         return out
 
@@ -329,6 +390,7 @@ class ClassifyProblem:
         self.ids: list[list[int]] = []  # the training texts as ids (this epoch's sample)
         self.labels: list[int] = []
         self.texts: list[str] = []  # the training texts kept (for subword sampling)
+        self.ngrams: list[Tensor] | None = None  # their n-gram ids (with an n-gram part)
         self.sampled_epoch: int | None = None  # the epoch whose sample self.ids holds
 
     def prepare(self, state: dict | None = None) -> str:
@@ -353,6 +415,7 @@ class ClassifyProblem:
             raise DataError(f"{splits.train.source}: no training text is within "
                             f"data.max_src_len={limit} tokens")
         self.ids, self.labels, self.texts = ids, labels, texts
+        self.ngrams = text_ngrams(config.classify, texts)
         self.sampled_epoch = None
         counts = [labels.count(k) for k in range(len(codec.labels))]
         return (f"data: {len(ids)} training examples from {splits.train.source} "
@@ -368,8 +431,11 @@ class ClassifyProblem:
 
     def describe_model(self, model) -> str:
         m = self.config.model
+        c = self.config.classify
+        ngrams = (f", beside a linear classifier over {c.ngram_buckets:,} hashed n-gram "
+                  f"buckets (weight {c.ngram_weight:g})" if c.ngram_buckets else "")
         return (f"{m.cell} {'bi' if m.bidirectional else 'uni'}directional encoder, "
-                f"{self.config.classify.pooling} pooling, {len(self.codec.labels)} labels, "
+                f"{c.pooling} pooling, {len(self.codec.labels)} labels{ngrams}, "
                 f"recurrent backend {model.rnn.backend}")
 
     def state_dict(self) -> dict:
@@ -398,10 +464,10 @@ class ClassifyProblem:
         return epoch_batches([len(x) for x in self.ids], self.config.train, epoch, rank, world)
 
     def batch(self, key: list[int]) -> LabelledBatch:
-        return collate_labelled(self.ids, self.labels, key)
+        return collate_labelled(self.ids, self.labels, key, self.ngrams)
 
     def loss(self, model, batch: LabelledBatch, step: int) -> tuple[Tensor, int]:
-        _, summed = model(batch.src, batch.src_lengths, batch.labels,
+        _, summed = model(batch.src, batch.src_lengths, batch.labels, ngrams=batch.ngrams,
                           label_smoothing=self.config.train.label_smoothing)
         return summed, len(batch.labels)
 
