@@ -401,6 +401,14 @@ def test_a_tiny_set_is_learnt_with_the_ngram_part_and_batching_does_not_matter(t
         [label for _, label in pairs]
     alone = torch.cat([classifier.logits([t]) for t in texts[:12]])
     torch.testing.assert_close(together[:12], alone, rtol=1e-5, atol=1e-5)
+    metrics = classifier.evaluate(texts, [label for _, label in pairs])
+    z_rnn, z_ngram = classifier.part_logits(texts)
+    gold = torch.tensor(classifier.codec.label_ids([label for _, label in pairs], "train"))
+    for name, z in (("rnn", z_rnn), ("ngram", z_ngram)):
+        right = (z.argmax(-1) == gold).double().mean().item()
+        assert metrics[f"accuracy_{name}"] == pytest.approx(right)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"accuracy_rnn", "accuracy_ngram"} <= set(results["valid"])
 
 
 def test_the_ngram_weights_are_trained_by_adagrad_outside_clipping():

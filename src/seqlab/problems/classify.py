@@ -132,21 +132,27 @@ class RNNClassifier(nn.Module):
         texts' n-gram ids and offsets (ngrams.pack; needed when the model has an n-gram
         part) -> logits (B, C), cross-entropy summed over the batch (None without labels)."""
         encoded = self.encode(src, src_lengths)
-        c, _ = self.summary(src, src_lengths, encoded)
-        logits = self.out(self.dropout(c))  # (B, C)
-        z_ngram = self.ngram_logits(ngrams)
+        z_rnn, z_ngram = self.part_logits(src, src_lengths, ngrams, encoded)
+        logits = z_rnn if z_ngram is None else z_rnn + self.ngram_weight * z_ngram
         if labels is None:
-            return logits if z_ngram is None else logits + self.ngram_weight * z_ngram, None
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing,
+            return logits, None
+        loss = F.cross_entropy(z_rnn, labels, label_smoothing=label_smoothing,
                                reduction="sum")
         if z_ngram is not None:
             loss = loss + F.cross_entropy(z_ngram, labels, label_smoothing=label_smoothing,
                                           reduction="sum")
-            logits = logits + self.ngram_weight * z_ngram
         if self.lm_weight:
             lm = self.lm_loss(encoded[0], src, src_lengths, self.lm_sample)
             loss = loss + self.lm_weight * lm.sum()
         return logits, loss
+
+    def part_logits(self, src: Tensor, src_lengths: Tensor,
+                    ngrams: tuple[Tensor, Tensor] | None = None,
+                    encoded=None) -> tuple[Tensor, Tensor | None]:
+        """Each part's own logits: z_rnn (B, C) and z_ngram (B, C) (None without an n-gram
+        part); `encoded`: encode()'s answer when the caller has it already."""
+        c, _ = self.summary(src, src_lengths, encoded)
+        return self.out(self.dropout(c)), self.ngram_logits(ngrams)
 
     def ngram_logits(self, ngrams: tuple[Tensor, Tensor] | None) -> Tensor | None:
         """z_ngram (B, C): the sum of the rows of E that the text's n-grams pick (None
@@ -350,19 +356,29 @@ class Classifier:
 
     def logits(self, texts: Sequence[str]) -> Tensor:
         """(N, C) on the CPU, in the input's order; batches of similar lengths."""
+        z_rnn, z_ngram = self.part_logits(texts)
+        return z_rnn if z_ngram is None else z_rnn + self.model.ngram_weight * z_ngram
+
+    def part_logits(self, texts: Sequence[str]) -> tuple[Tensor, Tensor | None]:
+        """The recurrent and the n-gram part's own logits (N, C) (None: no n-gram part)."""
         ids = [self.codec.encode_text(t) for t in texts]
         ngrams = text_ngrams(self.config.classify, texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = torch.empty(len(ids), len(self.codec.labels))
+        C = len(self.codec.labels)
+        z_rnn = torch.empty(len(ids), C)
+        z_ngram = torch.empty(len(ids), C) if ngrams is not None else None
         size = self.config.search.batch_size
         self.model.eval()
         with torch.no_grad():
             for start in range(0, len(order), size):
                 batch = collate_labelled(ids, None, order[start : start + size],
                                          ngrams).to(self.device)
-                logits, _ = self.model(batch.src, batch.src_lengths, ngrams=batch.ngrams)
-                out[batch.index.cpu()] = logits.float().cpu()
-        return out
+                rnn, ngram = self.model.part_logits(batch.src, batch.src_lengths, batch.ngrams)
+                rows = batch.index.cpu()
+                z_rnn[rows] = rnn.float().cpu()
+                if ngram is not None:
+                    z_ngram[rows] = ngram.float().cpu()
+        return z_rnn, z_ngram
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probs = self.logits(texts).softmax(-1)
@@ -371,9 +387,16 @@ class Classifier:
                            {label: float(q) for label, q in zip(labels, p)}) for p in probs]
 
     def evaluate(self, texts: Sequence[str], labels: Sequence[str], source: str = "data") -> dict:
-        """Accuracy, macro-F1, loss and confusion matrix against gold labels."""
+        """Accuracy, macro-F1, loss and confusion matrix against gold labels; with an n-gram
+        part, each part's own accuracy too (accuracy_rnn, accuracy_ngram)."""
         gold = self.codec.label_ids(labels, source)
-        return score(self.logits(texts), gold, self.codec.labels)
+        z_rnn, z_ngram = self.part_logits(texts)
+        if z_ngram is None:
+            return score(z_rnn, gold, self.codec.labels)
+        metrics = score(z_rnn + self.model.ngram_weight * z_ngram, gold, self.codec.labels)
+        for name, z in (("rnn", z_rnn), ("ngram", z_ngram)):
+            metrics[f"accuracy_{name}"] = score(z, gold, self.codec.labels)["accuracy"]
+        return metrics
 
     def count_unknown(self, texts: Sequence[str]) -> int:
         """How many texts hold a token never seen in training (read as <unk>)."""
@@ -487,8 +510,8 @@ class ClassifyProblem:
         return metrics
 
     def describe(self, metrics: dict) -> list[str]:
-        return [f"loss {metrics['loss']:.4f} accuracy {100 * metrics['accuracy']:.2f}% "
-                f"macro-F1 {100 * metrics['macro_f1']:.2f}"]
+        return [f"loss {metrics['loss']:.4f} accuracy {100 * metrics['accuracy']:.2f}%"
+                f"{_parts(metrics)} macro-F1 {100 * metrics['macro_f1']:.2f}"]
 
     def report(self, run_dir: Path, device, say) -> dict:
         """The best checkpoint on valid and test, with a confusion-matrix picture each."""
@@ -507,6 +530,14 @@ class ClassifyProblem:
             report[name] = metrics
             say(f"{name} ({split.source}, {metrics['examples']} examples"
                 f"{f', {split.skipped_empty} empty skipped' if split.skipped_empty else ''}): "
-                f"accuracy {100 * metrics['accuracy']:.2f}% macro-F1 "
+                f"accuracy {100 * metrics['accuracy']:.2f}%{_parts(metrics)} macro-F1 "
                 f"{100 * metrics['macro_f1']:.2f}")
         return report
+
+
+def _parts(metrics: dict) -> str:
+    """" (recurrent part 86.0%, n-gram part 85.1%)" for a model with an n-gram part."""
+    if "accuracy_ngram" not in metrics:
+        return ""
+    return (f" (recurrent part {100 * metrics['accuracy_rnn']:.2f}%, n-gram part "
+            f"{100 * metrics['accuracy_ngram']:.2f}%)")
