@@ -31,15 +31,16 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def train_linear(train, valid, test, buckets: int, optimizer: str, lr: float, epochs: int,
-                 seed: int) -> list[dict]:
+                 seed: int, batch: int = 64, weight_decay: float = 0.0) -> list[dict]:
     """(ids, labels) triples -> accuracy after each epoch."""
     torch.manual_seed(seed)
     E = torch.nn.EmbeddingBag(buckets, 2, mode="sum")
     torch.nn.init.zeros_(E.weight)
     bias = torch.nn.Parameter(torch.zeros(2))
     params = [E.weight, bias]
-    opt = (torch.optim.Adagrad(params, lr=lr) if optimizer == "adagrad"
-           else torch.optim.Adam(params, lr=lr, fused=True))
+    opt = (torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+           if optimizer == "adagrad"
+           else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True))
 
     def logits(rows):
         return E(*pack(rows)) + bias
@@ -51,14 +52,15 @@ def train_linear(train, valid, test, buckets: int, optimizer: str, lr: float, ep
     curve, t0 = [], time.time()
     ids, labels = train
     for epoch in range(epochs):
-        for chunk in torch.randperm(len(ids)).split(64):
+        for chunk in torch.randperm(len(ids)).split(batch):
             loss = F.cross_entropy(logits([ids[i] for i in chunk]), labels[chunk])
             opt.zero_grad()
             loss.backward()
             opt.step()
         curve.append({"epoch": epoch + 1, "valid": accuracy(valid), "test": accuracy(test),
                       "seconds": round(time.time() - t0, 1)})
-        print(f"  {optimizer} lr {lr:g} 2^{buckets.bit_length() - 1}: epoch {epoch + 1} "
+        print(f"  {optimizer} lr {lr:g} wd {weight_decay:g} 2^{buckets.bit_length() - 1} "
+              f"batch {batch}: epoch {epoch + 1} "
               f"valid {100 * curve[-1]['valid']:.2f}% test {100 * curve[-1]['test']:.2f}%",
               flush=True)
     return curve
@@ -71,7 +73,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--settings", default="adagrad:0.2:21,adagrad:0.2:20,adam:0.02:20,adam:0.1:20",
-                   help="optimizer:lr:log2(buckets), comma-separated")
+                   help="optimizer:lr:log2(buckets)[:weight decay], comma-separated")
+    p.add_argument("--batch", type=int, default=64, help="reviews per step")
     p.add_argument("--out", default=str(RESULTS / "ngram_probe.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,7 +83,8 @@ def main() -> None:
     rows = []
     cache: dict[int, tuple] = {}
     for setting in args.settings.split(","):
-        optimizer, lr, log2 = setting.split(":")
+        optimizer, lr, log2, *decay = setting.split(":")
+        weight_decay = float(decay[0]) if decay else 0.0
         buckets = 1 << int(log2)
         if buckets not in cache:
             t0 = time.time()
@@ -90,11 +94,11 @@ def main() -> None:
                 for s in (splits.train, splits.valid, splits.test))
             print(f"features for 2^{log2} buckets: {time.time() - t0:.0f}s", flush=True)
         curve = train_linear(*cache[buckets], buckets, optimizer, float(lr), args.epochs,
-                             config.train.seed)
+                             config.train.seed, args.batch, weight_decay)
         rows.append({"optimizer": optimizer, "lr": float(lr), "buckets": buckets,
-                     "curve": curve})
+                     "weight_decay": weight_decay, "curve": curve})
     result = {"config": args.config, "overrides": args.set, "words": c.ngram_words,
-              "chars": c.ngram_chars, "batch": 64, "threads": args.threads,
+              "chars": c.ngram_chars, "batch": args.batch, "threads": args.threads,
               "train": len(splits.train), "valid": len(splits.valid),
               "test": len(splits.test), "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

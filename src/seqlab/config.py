@@ -133,10 +133,10 @@ class ClassifyConfig:
     ngram_buckets: int = check(0, ">= 0")
     ngram_words: int = check(2, ">= 0")  # word n-grams for n = 1..ngram_words
     ngram_chars: int = check(4, ">= 0")  # character n-grams for n = 1..ngram_chars
-    ngram_weight: float = check(0.3, ">= 0")  # the n-gram part's weight in prediction
+    ngram_weight: float = check(1.0, ">= 0")  # the n-gram part's weight in prediction
     # the n-gram weights are trained by Adagrad at this learning rate, not by train.optimizer
     # (Adagrad's per-weight steps suit sparse features; no clipping, no lr schedule)
-    ngram_lr: float = check(0.2, "> 0")
+    ngram_lr: float = check(0.01, "> 0")
 
 
 @dataclass

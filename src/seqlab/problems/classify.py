@@ -30,8 +30,9 @@ Separate losses keep the parts from leaning on each other in training (a joint s
 lets the n-gram weights memorise the training texts and starve the network of gradient);
 their errors differ, which is what the product gains from. E is trained by Adagrad
 (adagrad_groups(): the training loop's second optimizer), the classic for sparse linear
-models: Adam, which moves every weight by about lr whatever its gradient, left it
-overconfident, and the product then fell below the network alone (README, NSMC).
+models (Duchi et al. 2011): each weight's step shrinks with its own summed squared
+gradients. Adam, which moves every weight by about lr whatever its gradient, did worse on
+NSMC (benchmarks/ngram_probe.py).
 
 Pooling over the real (non-padding) positions of the top layer's states h_i (B, S, M):
 
@@ -77,7 +78,7 @@ class RNNClassifier(nn.Module):
                  hidden_size: int, cell: str, num_layers: int, bidirectional: bool,
                  dropout: float, pooling: str, backend: str = "auto", reset_after: bool = True,
                  lm_weight: float = 0.0, lm_sample: float = 1.0, ngram_buckets: int = 0,
-                 ngram_weight: float = 0.3, ngram_lr: float = 0.2):
+                 ngram_weight: float = 1.0, ngram_lr: float = 0.01):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
