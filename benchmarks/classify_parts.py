@@ -1,7 +1,7 @@
 """A trained classifier with an n-gram part: each part alone and their product at several
 weights, on the validation and the test set.
 
-    python benchmarks/classify_parts.py runs/nsmc_sentiment --weights 0,0.1,0.2,0.3,0.5,1
+    python benchmarks/classify_parts.py runs/nsmc_sentiment --weights 0,0.5,1,2,5
 
 The two parts are trained apart (each by its own cross-entropy), so the prediction weight w
 in logits = z_rnn + w z_ngram can be chosen after training, on the validation set; the test
@@ -33,7 +33,7 @@ def _accuracy(z: torch.Tensor, gold: torch.Tensor) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run")
-    p.add_argument("--weights", default="0,0.1,0.2,0.3,0.4,0.5,0.7,1")
+    p.add_argument("--weights", default="0,0.1,0.2,0.3,0.5,0.7,1,1.5,2,3,5,10")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(RESULTS / "classify_parts.json"))
     args = p.parse_args()
