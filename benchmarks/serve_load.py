@@ -151,7 +151,7 @@ def main() -> None:
                    "results file (and measure nothing)")
     p.add_argument("--sweep", action="store_true", help="instead of the servers: the model's "
                    "own decoding speed in this process by batch size (1 .. 128 sentences), "
-                   "written to results/serve_batch_sweep.json")
+                   "written to results/serve_batch_sweep.json (_threadsN.json for --threads N > 1)")
     args = p.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
@@ -179,8 +179,8 @@ def main() -> None:
 
 
 def sweep(args, sentences: list[str]) -> None:
-    """Sentences per second of Translator.translate by batch size, in this process, one
-    thread: what batching can gain at most, without HTTP."""
+    """Sentences per second of Translator.translate by batch size, in this process, on
+    --threads threads: what batching can gain at most, without HTTP."""
     import torch
 
     from seqlab.translate import Translator
@@ -200,7 +200,8 @@ def sweep(args, sentences: list[str]) -> None:
             rate = n / (time.perf_counter() - start)
             rows.append({"mode": mode, "batch": size, "sentences": n, "per_second": rate})
             print(f"{mode:6s} batch {size:3d}: {rate:6.1f} sent/s", flush=True)
-    out = HERE / "results" / "serve_batch_sweep.json"
+    suffix = "" if args.threads == 1 else f"_threads{args.threads}"
+    out = HERE / "results" / f"serve_batch_sweep{suffix}.json"
     out.write_text(json.dumps({"run": args.run, "machine": machine_info(), "load": uptime(),
                                "threads": args.threads, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")
