@@ -71,6 +71,30 @@ def test_additive_matches_loop():
     torch.testing.assert_close(additive(q, memory @ u.T, w, v), expected)
 
 
+@pytest.mark.parametrize("chunk", [1, 2 * S * A, 3 * 2 * S * A, 1 << 30],
+                         ids=["row-by-row", "two-rows", "uneven-last-chunk", "one-go"])
+def test_additive_without_autograd_by_chunks(monkeypatch, chunk):
+    """Decoding (no autograd) scores by chunks of sentences (attention._additive_by_chunks):
+    the same scores as the loop, for steps (B, T, Hq) queries too, at any chunk size."""
+    from seqlab import attention
+
+    monkeypatch.setattr(attention, "CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(5)
+    B7, T = 7, 2
+    q = torch.randn(B7, T, H, dtype=torch.float64, generator=g)
+    memory = torch.randn(B7, S, M, dtype=torch.float64, generator=g)
+    w, u = (torch.randn(A, n, dtype=torch.float64, generator=g) for n in (H, M))
+    v = torch.randn(A, dtype=torch.float64, generator=g)
+    expected = torch.empty(B7, T, S, dtype=torch.float64)
+    for b in range(B7):
+        for t in range(T):
+            for j in range(S):
+                expected[b, t, j] = v @ torch.tanh(w @ q[b, t] + u @ memory[b, j])
+    with torch.no_grad():
+        torch.testing.assert_close(additive(q, memory @ u.T, w, v), expected)
+        torch.testing.assert_close(additive(q[:, 0], memory @ u.T, w, v), expected[:, 0])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_module_matches_loop_over_positions(kind):
     attn = _module(kind)

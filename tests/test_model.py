@@ -286,3 +286,56 @@ def test_gradients_reach_every_parameter():
     logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert missing == []
+
+
+def _copied_out(memory, index):
+    """The reference for Memory.index_select: every decoder row gets its own copy."""
+    from seqlab.model import Memory
+
+    def rows(x):
+        return None if x is None else x.index_select(0, index)
+
+    final = tuple(map(rows, memory.final)) if isinstance(memory.final, tuple) \
+        else rows(memory.final)
+    return Memory(rows(memory.states), rows(memory.keys), rows(memory.source_mask), final)
+
+
+@pytest.mark.parametrize("kw", [dict(attention="additive"), dict(attention="dot", cell="lstm"),
+                                dict(attention="general", attention_style="bahdanau"),
+                                dict(attention="additive", input_feeding=True),
+                                dict(attention="none", bridge="last")],
+                         ids=["additive", "dot-lstm", "bahdanau", "feeding", "plain"])
+def test_beam_rows_share_one_copy_of_each_source(kw):
+    """A beam's K rows of a sentence read one stored copy of its source (Memory.copies = K)
+    and step exactly as if each row had its own copy: after the expansion, after reordering
+    within the blocks, after dropping a finished sentence, and after an index that breaks
+    the blocks (which copies the rows out)."""
+    model, _ = _model(**kw)
+    src, lengths, _ = _batch()
+    memory = model.encode(src, lengths)
+    K = 3
+    expand = torch.arange(4).repeat_interleave(K)
+    shared, copied = memory.index_select(expand), _copied_out(memory, expand)
+    assert shared.copies == K and shared.states.size(0) == 4  # nothing copied per row
+    assert torch.equal(shared.mask, copied.mask)
+    state_s, state_c = model.init_state(shared), model.init_state(copied)
+    g = torch.Generator().manual_seed(4)
+    drop_sentence_1 = torch.cat([torch.arange(0, K), torch.arange(2 * K, 4 * K)])
+    for t, index in enumerate([None, None, drop_sentence_1, None, torch.tensor([0, 1, 4, 8])]):
+        if index is not None:
+            shared, copied = shared.index_select(index), _copied_out(copied, index)
+            state_s, state_c = state_s.index_select(index), state_c.index_select(index)
+        N = shared.mask.size(0)
+        prev = torch.randint(4, V_TGT, (N,), generator=g)
+        logits_s, state_s, w_s = model.step(prev, state_s, shared)
+        logits_c, state_c, w_c = model.step(prev, state_c, copied)
+        torch.testing.assert_close(logits_s, logits_c, atol=1e-12, rtol=0)
+        if w_c is not None:
+            torch.testing.assert_close(w_s, w_c, atol=1e-12, rtol=0)
+        within_blocks = (torch.arange(N) // K * K + torch.randint(K, (N,), generator=g)
+                         if shared.copies == K else torch.arange(N))
+        state_s, state_c = state_s.index_select(within_blocks), \
+            state_c.index_select(within_blocks)
+        if t == 2:
+            assert shared.copies == K and shared.states.size(0) == 3
+    assert shared.copies == 1 and shared.states.size(0) == 4  # the blocks broke: rows copied

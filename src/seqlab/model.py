@@ -46,17 +46,51 @@ State = Tensor | tuple[Tensor, Tensor]
 
 @dataclass
 class Memory:
-    """What the decoder reads from the encoder, for a batch of B source sentences."""
+    """What the decoder reads from the encoder: B source sentences, read by N = B * copies
+    decoder rows (row i reads sentence i // copies; copies > 1 in a beam or when sampling
+    several outputs per sentence, see `index_select`)."""
 
     states: Tensor  # (B, S, M) encoder outputs, zero at padding
     keys: Tensor | None  # (B, S, K) attention keys precomputed from `states` (None: no attention)
-    mask: Tensor  # (B, S) bool, True at real source tokens
+    source_mask: Tensor  # (B, S) bool, True at real source tokens
     final: State  # encoder top layer's final state, both directions: (B, M) [or (h, c)]
+    copies: int = 1  # consecutive decoder rows that read each sentence
+
+    @property
+    def mask(self) -> Tensor:
+        """(N, S) bool: the source mask of each decoder row."""
+        return self.per_row(self.source_mask)
+
+    def per_row(self, x: Tensor) -> Tensor:
+        """A per-sentence tensor (B, ...) -> per decoder row (N, ...)."""
+        return x if self.copies == 1 else x.repeat_interleave(self.copies, 0)
 
     def index_select(self, index: Tensor) -> Memory:
-        """Rows picked / repeated by index (B',), e.g. to expand each sentence for a beam."""
-        return Memory(_select(self.states, index, 0), _select(self.keys, index, 0),
-                      _select(self.mask, index, 0), _select(self.final, index, 0))
+        """Decoder rows picked / repeated by index (N',), e.g. to expand each sentence for a
+        beam, or to drop the finished sentences.
+
+        The sentences are not copied per row when they need not be: an index that repeats
+        every sentence k times in a row (arange(B).repeat_interleave(k), a beam of k) only
+        sets copies = k, and an index that keeps whole blocks of those k rows in order (the
+        beam dropping finished sentences) selects one stored copy per kept sentence. So the
+        attention of a beam reads each source once for its k rows (`Decoder._attend`), and
+        dropping a sentence moves 1/k of the data. Any other index copies the rows out."""
+        B, k, n = self.source_mask.size(0), self.copies, index.numel()
+        if k == 1 and n > B and n % B == 0 and torch.equal(
+                index, torch.arange(B, device=index.device).repeat_interleave(n // B)):
+            return Memory(self.states, self.keys, self.source_mask, self.final, n // B)
+        if k > 1 and n % k == 0:
+            blocks = index.view(-1, k)
+            first = blocks[:, 0]
+            if bool((first % k == 0).all()) and torch.equal(
+                    blocks, first[:, None] + torch.arange(k, device=index.device)):
+                return self._sentences(first // k, k)
+        return self._sentences(index // k, 1)
+
+    def _sentences(self, sentences: Tensor, copies: int) -> Memory:
+        return Memory(_select(self.states, sentences, 0), _select(self.keys, sentences, 0),
+                      _select(self.source_mask, sentences, 0), _select(self.final, sentences, 0),
+                      copies)
 
 
 @dataclass
@@ -167,16 +201,30 @@ class Decoder(nn.Module):
         if self.style == "luong":
             rnn_in = torch.cat([emb, state.feed], -1) if self.input_feeding else emb
             s, hidden = self.rnn.step(rnn_in, state.hidden)  # s: (B, H)
-            context, weights = self.attention(s, memory.keys, memory.states, memory.mask)
+            context, weights = self._attend(s, memory)
         else:
             if self.style == "bahdanau":
                 query = self._top(state.hidden)  # s_{t-1}
-                context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
+                context, weights = self._attend(query, memory)
             else:  # plain context-vector seq2seq
-                context = memory.final[0] if isinstance(memory.final, tuple) else memory.final
+                final = memory.final[0] if isinstance(memory.final, tuple) else memory.final
+                context = memory.per_row(final)
             s, hidden = self.rnn.step(torch.cat([emb, context], -1), state.hidden)
         a = torch.tanh(self.combine(torch.cat([s, context], -1)))  # (B, H)
         return a, DecoderState(hidden, a if self.input_feeding else None), weights
+
+    def _attend(self, query: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+        """One step's attention: query (N, Hq) -> context (N, M), weights (N, S).
+
+        With memory.copies = k > 1, the k queries of a sentence attend to its one stored
+        copy as the k "steps" of a (B, k, Hq) query: one (k, S) @ (S, M) product per sentence
+        instead of k matrix-vector products over k copies of the source."""
+        k = memory.copies
+        if k == 1:
+            return self.attention(query, memory.keys, memory.states, memory.source_mask)
+        context, weights = self.attention(query.view(-1, k, query.size(-1)), memory.keys,
+                                          memory.states, memory.source_mask)
+        return context.flatten(0, 1), weights.flatten(0, 1)
 
     def project(self, a: Tensor) -> Tensor:
         """a (..., H) -> logits (..., V)."""
@@ -239,7 +287,7 @@ class Decoder(nn.Module):
         """Luong without input feeding: the RNN sees only gold tokens, so it runs once over
         the whole target (fused), and attention takes all T queries at once."""
         s, _ = self.rnn(self.dropout(self.embed(tgt_in)), None, state.hidden)  # (B, T, H)
-        context, weights = self.attention(s, memory.keys, memory.states, memory.mask)
+        context, weights = self.attention(s, memory.keys, memory.states, memory.source_mask)
         a = torch.tanh(self.combine(torch.cat([s, context], -1)))  # (B, T, H)
         return self._project_kept(a, keep), weights
 
@@ -256,7 +304,11 @@ class Seq2Seq(nn.Module):
         return Memory(states, self.decoder.precompute_keys(states), mask, final)
 
     def init_state(self, memory: Memory) -> DecoderState:
-        hidden = self.bridge(memory.final)
+        final = memory.final
+        if memory.copies > 1:  # one first state per decoder row
+            final = tuple(map(memory.per_row, final)) if isinstance(final, tuple) \
+                else memory.per_row(final)
+        hidden = self.bridge(final)
         h = hidden[0] if isinstance(hidden, tuple) else hidden
         feed = h.new_zeros(h.shape[1], self.decoder.hidden_size) if self.decoder.input_feeding \
             else None
