@@ -247,3 +247,22 @@ def test_parameter_shapes_and_defaults():
     assert "additive" in repr(add)
     memory = torch.randn(B, S, 4)
     assert Attention("dot", 4, 4).precompute_keys(memory) is memory
+
+
+def test_additive_without_autograd_under_bfloat16_autocast(monkeypatch):
+    """Decoding with search.precision bfloat16 runs the chunked score under autocast: the
+    products in bfloat16 as in the one-go form, whatever the dtypes of query, keys and v."""
+    from seqlab import attention
+
+    monkeypatch.setattr(attention, "CHUNK_ELEMENTS", S * A)  # one sentence per chunk
+    g = torch.Generator().manual_seed(6)
+    q = torch.randn(B, H, generator=g)
+    keys = torch.randn(B, S, A, generator=g)
+    w, v = torch.randn(A, H, generator=g), torch.randn(A, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            chunked = additive(q, keys, w, v)
+            chunked_bf16_keys = additive(q, keys.bfloat16(), w, v)
+        one_go = additive(q, keys, w, v.clone().requires_grad_())
+    torch.testing.assert_close(chunked.float(), one_go.float(), atol=0.1, rtol=0.02)
+    torch.testing.assert_close(chunked_bf16_keys.float(), one_go.float(), atol=0.1, rtol=0.02)
