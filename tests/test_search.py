@@ -926,3 +926,17 @@ def test_top_k_equals_torch_topk(V, k):
     want = x.topk(k, dim=1).values
     assert torch.equal(values, want)
     assert torch.equal(x.gather(1, columns), values)
+
+
+@pytest.mark.parametrize("chunk", [1, 3 * 50, 7 * 50, 1 << 30],
+                         ids=["row-by-row", "three-rows", "uneven-last-chunk", "one-go"])
+def test_logsumexp_rows_by_chunks(monkeypatch, chunk):
+    """The searches' log normaliser, taken a few rows at a time: the log of the sum of the
+    exponentials of each row (written here in float64), rows with -inf entries included."""
+    monkeypatch.setattr(search, "LSE_CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(7)
+    x = 5 * torch.randn(10, 50, generator=g)
+    x[:, :3] = float("-inf")
+    want = torch.tensor([math.log(sum(math.exp(v) for v in row if v != float("-inf")))
+                         for row in x.double().tolist()], dtype=torch.float64)
+    torch.testing.assert_close(search.logsumexp_rows(x).double(), want, atol=1e-5, rtol=0)

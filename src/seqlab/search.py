@@ -272,6 +272,23 @@ def top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, idx.gather(1, pos)
 
 
+LSE_CHUNK_ELEMENTS = 1 << 18  # 1 MiB of float32 rows: stays in the L2 cache
+
+
+def logsumexp_rows(x: Tensor) -> Tensor:
+    """torch.logsumexp(x, -1) of a wide x (N, V), a few rows at a time: (N,).
+
+    logsumexp makes three passes over its input (max, exp of the difference, sum) and
+    writes an (N, V) temporary; at a beam's N = 320 rows of a 10k vocabulary that is 13 MB,
+    beyond the caches. Rows in chunks of about LSE_CHUNK_ELEMENTS keep every pass in cache
+    (on this CPU about 2x faster for 320 x 10k, the same values)."""
+    N, V = x.shape
+    rows = max(1, LSE_CHUNK_ELEMENTS // max(1, V))
+    if rows >= N:
+        return torch.logsumexp(x, -1)
+    return torch.cat([torch.logsumexp(x[i:i + rows], -1) for i in range(0, N, rows)])
+
+
 def _allowed(logits: Tensor, prefix: Tensor | None, t: int, *, min_len: int,
              no_repeat_ngram: int) -> tuple[Tensor, Tensor]:
     """The step's logits (N, V) in float32 with the forbidden tokens (see `forbidden_tokens`)
@@ -281,7 +298,7 @@ def _allowed(logits: Tensor, prefix: Tensor | None, t: int, *, min_len: int,
     for the few tokens they pick. Without no_repeat_ngram the forbidden tokens are whole
     columns (PAD, SOS, and EOS before min_len), so no (N, V) mask is built either."""
     logits = logits.float()
-    lse = torch.logsumexp(logits, -1)  # (N,)
+    lse = logsumexp_rows(logits)  # (N,)
     if no_repeat_ngram > 0:  # needs the token prefixes (N, t)
         return logits.masked_fill_(forbidden_tokens(prefix, logits.size(-1), min_len=min_len,
                                                     no_repeat_ngram=no_repeat_ngram),
