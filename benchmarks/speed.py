@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         result["decode_models_used"] = {"onmt": str(onmt_ckpt), "seqlab": str(seqlab_run)}
         print("decoding test2016 (1,000 sentences, batch 64, max 100 tokens, alpha 1.0)")
         result["decoding"] = decode_all(onmt_ckpt, seqlab_run, args.repeats, args.threads,
-                                        ["float32", "int8"])
+                                        ["float32", "int8", "bfloat16"])
         for row in result["decoding"]:
             row["hyp"] = str(row.get("hyp", ""))
     result["load_after"] = uptime()
