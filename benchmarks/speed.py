@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -197,6 +198,9 @@ class Seqlab(Job):
         super().__init__(tag, steps, threads)
         self.batch_tokens, self.precision = batch_tokens, precision
         self.name = "seqlab" + ("" if precision == "float32" else f" {precision}")
+
+    def prepare(self) -> None:  # a run directory of an earlier invocation: this script's own
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def start(self):
         sets = [f"data.root={WORK / 'data'}", f"train.max_steps={self.steps}",
