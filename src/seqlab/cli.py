@@ -472,16 +472,6 @@ def _cmd_chat(args) -> int:
     return 0
 
 
-def _wait_for_input(stream) -> None:
-    """Block until `stream` has input, returning to Python every 0.2 s. A Ctrl-C that lands
-    after Python last checked for signals but before the read() system call starts would not
-    interrupt that read: it would wait for the next line. Polling acts on it within 0.2 s."""
-    import select
-
-    while not select.select([stream], [], [], 0.2)[0]:
-        pass
-
-
 def _chat_lines(terminal: bool):
     """The chat's input lines, stripped, as they come: at a terminal after a prompt "> " (with
     line editing and history where Python has readline; the prompt on stderr when stdout is
@@ -502,7 +492,6 @@ def _chat_lines(terminal: bool):
                 if terminal:
                     sys.stderr.write("> ")
                     sys.stderr.flush()
-                    _wait_for_input(sys.stdin)
                 raw = sys.stdin.buffer.readline()
                 if not raw:
                     raise EOFError
