@@ -137,8 +137,12 @@ def _start_at_a_terminal(run):
 
     controller, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # chat must flush
+    # Ctrl-C is live for a terminal's foreground job, even where this test itself was started
+    # in the background by a non-interactive shell (which starts it with SIGINT ignored, and
+    # an ignored signal stays ignored in every child)
     proc = subprocess.Popen([sys.executable, "-m", "seqlab", "chat", str(run)], stdin=terminal,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(terminal)
     return proc, controller
 
