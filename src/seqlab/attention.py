@@ -117,10 +117,7 @@ def _additive_by_chunks(wq: Tensor, keys: Tensor, v: Tensor) -> Tensor:
     wq, keys, v = wq.to(dtype), keys.to(dtype), v.to(dtype)
     B, T, A = wq.shape
     S = keys.size(1)
-    rows = max(1, CHUNK_ELEMENTS // max(1, T * S * A))  # sentences per chunk
-    if rows >= B:
-        hidden = wq.unsqueeze(2) + keys.unsqueeze(1)
-        return hidden.tanh_() @ v
+    rows = min(B, max(1, CHUNK_ELEMENTS // max(1, T * S * A)))  # sentences per chunk
     scores = wq.new_empty(B, T, S)
     buffer = wq.new_empty(rows, T, S, A)
     for i in range(0, B, rows):

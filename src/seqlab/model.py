@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from seqlab.attention import Attention
 from seqlab.config import ModelConfig
-from seqlab.recurrent import Recurrent
+from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
 from seqlab.vocab import PAD
 
@@ -61,9 +61,10 @@ class Memory:
         """(N, S) bool: the source mask of each decoder row."""
         return self.per_row(self.source_mask)
 
-    def per_row(self, x: Tensor) -> Tensor:
-        """A per-sentence tensor (B, ...) -> per decoder row (N, ...)."""
-        return x if self.copies == 1 else x.repeat_interleave(self.copies, 0)
+    def per_row(self, x: State) -> State:
+        """A per-sentence tensor (B, ...), or an LSTM's (h, c) -> per decoder row (N, ...)."""
+        k = self.copies
+        return x if k == 1 else map_state(x, lambda t: t.repeat_interleave(k, 0))
 
     def index_select(self, index: Tensor) -> Memory:
         """Decoder rows picked / repeated by index (N',), e.g. to expand each sentence for a
@@ -304,11 +305,7 @@ class Seq2Seq(nn.Module):
         return Memory(states, self.decoder.precompute_keys(states), mask, final)
 
     def init_state(self, memory: Memory) -> DecoderState:
-        final = memory.final
-        if memory.copies > 1:  # one first state per decoder row
-            final = tuple(map(memory.per_row, final)) if isinstance(final, tuple) \
-                else memory.per_row(final)
-        hidden = self.bridge(final)
+        hidden = self.bridge(memory.per_row(memory.final))  # one first state per decoder row
         h = hidden[0] if isinstance(hidden, tuple) else hidden
         feed = h.new_zeros(h.shape[1], self.decoder.hidden_size) if self.decoder.input_feeding \
             else None
