@@ -1,5 +1,6 @@
 """Number formats: train.precision (bfloat16 autocast; auto measures before it chooses) and
-decoding precision (int8 output layers on a copy of the model, bfloat16 autocast)."""
+decoding precision (a copy of the model with int8 output layers, or with the decoder's
+products in bfloat16)."""
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ def test_int8_decoding_quantizes_a_copy_of_the_output_layers(learned):
     sources = [s for s, _ in pairs]
     fp32 = translator.translate(sources, beam_size=3)
     int8 = translator.translate(sources, beam_size=3, precision="int8")
-    quantized = translator._int8.decoder
+    quantized = translator._copies["int8"].decoder
     assert "quantized" in type(quantized.out).__module__  # torch.ao.nn.quantized.dynamic
     assert "quantized" in type(quantized.combine).__module__
     assert type(translator.model.decoder.out) is nn.Linear  # the float32 model is untouched
@@ -104,3 +105,94 @@ def test_int8_needs_the_cpu(learned):
             translator.translate([pairs[0][0]], precision="int8")
     finally:
         translator.device = CPU
+
+
+KERNELS = [False] + ([True] if P.bf16_kernels(CPU) else [])  # packed oneDNN kernels, if here
+
+
+def _no_packing(monkeypatch, packed: bool):
+    if not packed:
+        monkeypatch.setattr(P, "bf16_kernels", lambda device: False)
+
+
+@pytest.mark.parametrize("packed", KERNELS)
+def test_bfloat16_linear_is_the_product_of_the_rounded_factors(monkeypatch, packed):
+    """y = bf16(x) bf16(W)^T + bf16(b), accumulated in high precision and rounded to bfloat16
+    once, returned float32, for 1, 7 and 70 rows and a (2, 3, I) input."""
+    _no_packing(monkeypatch, packed)
+    g = torch.Generator().manual_seed(0)
+    linear = nn.Linear(48, 40)
+    layer = P.BFloat16Linear.from_linear(linear)
+    assert layer.packed == packed
+
+    def rounded(t):
+        return t.detach().bfloat16().double()
+
+    for shape in [(1, 48), (7, 48), (70, 48), (2, 3, 48)]:
+        x = torch.randn(*shape, generator=g)
+        y = layer(x)
+        want = rounded(x) @ rounded(linear.weight).T + rounded(linear.bias)
+        assert y.dtype == torch.float32 and y.shape == (*shape[:-1], 40)
+        # rounding the result to bfloat16 once: at most half a unit in the last of 8 bits
+        assert ((y.double() - want).abs() <= want.abs() * 2 ** -8 + 1e-6).all()
+
+
+def _parts(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("packed", KERNELS)
+@pytest.mark.parametrize("kind", ["gru", "lstm", "rnn_tanh", "rnn_relu"])
+def test_bfloat16_recurrent_steps_like_the_torch_layer_it_replaces(monkeypatch, packed, kind):
+    _no_packing(monkeypatch, packed)
+    torch.manual_seed(0)
+    common = dict(num_layers=2, batch_first=True)
+    rnn = {"gru": lambda: nn.GRU(12, 16, **common), "lstm": lambda: nn.LSTM(12, 16, **common),
+           "rnn_tanh": lambda: nn.RNN(12, 16, **common),
+           "rnn_relu": lambda: nn.RNN(12, 16, nonlinearity="relu", **common)}[kind]()
+    bf16 = P.BFloat16Recurrent(rnn)
+    x = torch.randn(3, 5, 12)
+    h0 = torch.randn(2, 3, 16)
+    state = (h0, torch.randn(2, 3, 16)) if kind == "lstm" else h0
+    with torch.no_grad():
+        for given in (None, state):
+            want_out, want_state = rnn(x, given)
+            out, new_state = bf16(x, given)
+            torch.testing.assert_close(out, want_out, atol=3e-2, rtol=0)
+            for got, want in zip(_parts(new_state), _parts(want_state), strict=True):
+                torch.testing.assert_close(got, want, atol=3e-2, rtol=0)
+        # one step at a time (as a decoder calls it) = the whole sequence
+        s, steps = state, []
+        for t in range(5):
+            o, s = bf16(x[:, t:t + 1], s)
+            steps.append(o)
+        torch.testing.assert_close(torch.cat(steps, 1), bf16(x, state)[0])
+    with pytest.raises(ValueError, match="unidirectional"):
+        P.BFloat16Recurrent(nn.GRU(12, 16, bidirectional=True, batch_first=True))
+
+
+def test_bfloat16_decoding_converts_a_copy_of_the_decoder_products(learned):
+    translator, pairs = learned
+    sources = [s for s, _ in pairs]
+    fp32 = translator.translate(sources, beam_size=3)
+    assert translator.translate(sources, beam_size=3, precision="bfloat16") == fp32
+    decoder = translator._copies["bfloat16"].decoder
+    for layer in (decoder.out, decoder.combine, decoder.attention.query_proj):
+        assert type(layer) is P.BFloat16Linear
+    assert type(decoder.rnn.rnn) is P.BFloat16Recurrent
+    assert type(translator.model.decoder.out) is nn.Linear  # the float32 model is untouched
+    assert type(translator.model.decoder.rnn.rnn) is nn.GRU
+    assert translator.model.decoder.out.weight.dtype == torch.float32
+
+
+def test_bfloat16_decoding_keeps_a_cells_backend_recurrent_stack(learned):
+    """The original GRU (reset_after=False) runs on the cells backend only, which reads the
+    stack's weights itself: its products stay float32, the linear layers still convert."""
+    translator, _ = learned
+    backend = translator.model.decoder.rnn.backend
+    try:
+        translator.model.decoder.rnn.backend = "cells"
+        linears, recurrents = translator._bf16_layers()
+    finally:
+        translator.model.decoder.rnn.backend = backend
+    assert recurrents == [] and "decoder.out" in linears

@@ -92,13 +92,17 @@ def additive(query: Tensor, keys: Tensor, query_weight: Tensor, v: Tensor) -> Te
     v: (A,)  ->  (B, S) or (B, T, S)
     """
     q, one_step = _as_steps(query)
-    wq = F.linear(q, query_weight)  # (B, T, Hq) -> (B, T, A)
+    scores = additive_from_projection(F.linear(q, query_weight), keys, v)  # W q: (B, T, A)
+    return scores.squeeze(1) if one_step else scores
+
+
+def additive_from_projection(wq: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+    """The additive score from the projected query: wq (B, T, A) = W s, keys (B, S, A) = U h,
+    v (A,)  ->  e (B, T, S) = v^T tanh(wq + keys)."""
     if torch.is_grad_enabled() and (wq.requires_grad or keys.requires_grad or v.requires_grad):
         hidden = torch.tanh(wq.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, 1, A) + (B, 1, S, A)
-        scores = hidden @ v  # (B, T, S, A) @ (A,) -> (B, T, S)
-    else:
-        scores = _additive_by_chunks(wq, keys, v)
-    return scores.squeeze(1) if one_step else scores
+        return hidden @ v  # (B, T, S, A) @ (A,) -> (B, T, S)
+    return _additive_by_chunks(wq, keys, v)
 
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of float32: the (b, T, S, A) slice that stays in the L2 cache
@@ -216,7 +220,9 @@ class Attention(nn.Module):
             return scaled_dot(query, keys)
         if self.kind == "general":
             return general(query, keys)
-        return additive(query, keys, self.query_proj.weight, self.v)
+        q, one_step = _as_steps(query)  # the projection through the module: it may be a
+        scores = additive_from_projection(self.query_proj(q), keys, self.v)  # bfloat16 copy
+        return scores.squeeze(1) if one_step else scores
 
     def forward(
         self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None

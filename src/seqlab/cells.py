@@ -43,7 +43,12 @@ def rnn_step(
 
     gx: (B, H) = W_ih x + b_ih;  h: (B, H)  ->  h': (B, H)
     """
-    pre = gx + F.linear(h, w_hh, b_hh)
+    return rnn_update(gx, F.linear(h, w_hh, b_hh), nonlinearity)
+
+
+def rnn_update(gx: Tensor, gh: Tensor, nonlinearity: str = "tanh") -> Tensor:
+    """The Elman step from its two products gx = W_ih x + b_ih and gh = W_hh h + b_hh."""
+    pre = gx + gh
     return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
@@ -61,8 +66,13 @@ def lstm_step(gx: Tensor, state: LSTMState, w_hh: Tensor, b_hh: Tensor) -> LSTMS
     The additive cell path c' = f * c + ... is what lets gradients survive long spans.
     """
     h, c = state
-    gates = gx + F.linear(h, w_hh, b_hh)  # (B, 4H)
-    i, f, g, o = gates.chunk(4, dim=-1)
+    return lstm_update(gx, F.linear(h, w_hh, b_hh), c)
+
+
+def lstm_update(gx: Tensor, gh: Tensor, c: Tensor) -> LSTMState:
+    """The LSTM step from its two products gx = W_ih x + b_ih, gh = W_hh h + b_hh (B, 4H)
+    and the cell state c (B, H)."""
+    i, f, g, o = (gx + gh).chunk(4, dim=-1)
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
     return h_new, c_new
@@ -84,18 +94,25 @@ def gru_step(gx: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, reset_after: boo
     recurrent products W_h{r,z,g} h be one matrix product before r is known (one GEMM
     per step instead of two dependent ones) and is the form cuDNN implements.
     """
-    x_r, x_z, x_g = gx.chunk(3, dim=-1)
     if reset_after:
-        h_r, h_z, h_g = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        g = torch.tanh(x_g + r * h_g)
-    else:
-        hidden = h.shape[-1]
-        h_r, h_z = F.linear(h, w_hh[: 2 * hidden], b_hh[: 2 * hidden]).chunk(2, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        g = torch.tanh(x_g + F.linear(r * h, w_hh[2 * hidden :], b_hh[2 * hidden :]))
+        return gru_update(gx, F.linear(h, w_hh, b_hh), h)
+    x_r, x_z, x_g = gx.chunk(3, dim=-1)
+    hidden = h.shape[-1]
+    h_r, h_z = F.linear(h, w_hh[: 2 * hidden], b_hh[: 2 * hidden]).chunk(2, dim=-1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    g = torch.tanh(x_g + F.linear(r * h, w_hh[2 * hidden :], b_hh[2 * hidden :]))
+    return z * h + (1 - z) * g
+
+
+def gru_update(gx: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """The reset-after GRU step from its two products gx = W_ih x + b_ih and
+    gh = W_hh h + b_hh (B, 3H, gate order r, z, n) and the state h (B, H)."""
+    x_r, x_z, x_g = gx.chunk(3, dim=-1)
+    h_r, h_z, h_g = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    g = torch.tanh(x_g + r * h_g)
     return z * h + (1 - z) * g
 
 

@@ -325,8 +325,9 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
                   with_attention: bool) -> list[list[Hypothesis]]:
     """Decode `copies` outputs per sentence, one token per step chosen by `pick`.
 
-    pick: logits (N, V) with the forbidden tokens at -inf -> chosen tokens (N,). A row whose
-    every token is forbidden ends there with log_prob -inf (its tokens so far are kept).
+    pick: logits (N, V) with the forbidden tokens at -inf -> chosen tokens (N,), any token
+    for a row whose every token is forbidden: such a row ends there with EOS and log_prob
+    -inf (its tokens so far are kept).
     The tokens (and attention) go into a _History; rows reorder only when some finish."""
     _check_inputs(src, src_lengths, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     B, device = src.size(0), src.device
@@ -348,12 +349,10 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
         logits, state, attn = model.step(prev, state, memory)  # (N, V), _, (N, S) | None
         allowed, lse = _allowed(logits, prefix, t, min_len=min_len,
                                 no_repeat_ngram=no_repeat_ngram)  # (N, V), (N,)
-        stuck = torch.isneginf(allowed.amax(-1))  # (N,) nothing left to choose
-        if bool(stuck.any()):
-            allowed[stuck] = 0.0  # any token: the row ends with EOS and log-prob -inf below
-        token = torch.where(stuck, EOS, pick(allowed))  # (N,)
-        token_lp = allowed.gather(1, token[:, None]).squeeze(1) - lse  # (N,) log p(token)
-        log_prob = log_prob + token_lp.masked_fill(stuck, NEG_INF)
+        token = pick(allowed)  # (N,)
+        chosen = allowed.gather(1, token[:, None]).squeeze(1)  # (N,) -inf: nothing allowed
+        token = torch.where(torch.isneginf(chosen), EOS, token)  # such a row ends here,
+        log_prob = log_prob + (chosen - lse)  # with log-prob -inf
         step = history.add(token, parent, attn if with_attention else None)
         if no_repeat_ngram > 0:  # O(N t) per step, as forbidden_tokens itself
             prefix = torch.cat([prefix, token[:, None]], 1)  # (N, t+1)
@@ -445,6 +444,8 @@ def sample(model, src: Tensor, src_lengths: Tensor, *, temperature: float = 1.0,
         generator.manual_seed(seed)
 
     def pick(logits: Tensor) -> Tensor:  # (N, V) -> (N,)
+        stuck = torch.isneginf(logits.amax(-1, keepdim=True))  # (N, 1) nothing allowed: any
+        logits = logits.masked_fill(stuck, 0.0)  # token (_decode_paths ends the row)
         probs = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p).softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 

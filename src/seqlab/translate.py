@@ -18,7 +18,7 @@ from seqlab.data import DataError, ParallelText, collate, collate_source, encode
 from seqlab.device import pick_device  # noqa: F401  (also importable from here)
 from seqlab.metrics import bleu, chrf, exact_match, perplexity
 from seqlab.model import Seq2Seq, build_model
-from seqlab.precision import autocast, quantize_int8
+from seqlab.precision import autocast, bfloat16_copy, quantize_int8
 from seqlab.prepare import Codec
 from seqlab.search import Hypothesis, beam_search, greedy_search, max_lengths, sample
 from seqlab.vocab import EOS, UNK
@@ -26,6 +26,11 @@ from seqlab.vocab import EOS, UNK
 # the decoder's per-step linear layers that int8 decoding quantizes: W_o (the output layer,
 # the largest product of a step) and W_c (the attentional layer)
 INT8_LAYERS = ["decoder.out", "decoder.combine"]
+# the decoder's per-step products that bfloat16 decoding on the CPU keeps in bfloat16: those two,
+# the attention query's projection W, and (for the fused backends) the recurrent stack
+BF16_LAYERS = ["decoder.out", "decoder.combine"]
+BF16_QUERY = "decoder.attention.query_proj"
+BF16_RECURRENT = "decoder.rnn.rnn"
 
 
 @dataclasses.dataclass
@@ -59,7 +64,7 @@ class Translator:
         self.codec = codec
         self.config = config
         self.device = torch.device(device)
-        self._int8: Seq2Seq | None = None  # the model with int8 output layers, made once
+        self._copies: dict[str, Seq2Seq] = {}  # precision -> the decoding copy, made once
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Translator:
@@ -77,19 +82,29 @@ class Translator:
 
     # ---------------------------------------------------------------- decoding
     def _decoding_model(self, precision: str) -> Seq2Seq:
-        """The model that decodes in `precision`: int8 output layers are a quantized copy."""
-        if precision != "int8":
-            return self.model
-        if self._int8 is None:
-            self._int8 = quantize_int8(self.model, INT8_LAYERS).eval()
-        return self._int8
+        """The model that decodes in `precision`: on the CPU, int8 and bfloat16 decode with a
+        copy made at the first call (see seqlab.precision); float32, and bfloat16 on a GPU
+        (under autocast), with the model itself."""
+        if precision not in self._copies and self.device.type == "cpu":
+            if precision == "int8":
+                self._copies[precision] = quantize_int8(self.model, INT8_LAYERS).eval()
+            elif precision == "bfloat16":
+                self._copies[precision] = bfloat16_copy(self.model, *self._bf16_layers())
+        return self._copies.get(precision, self.model)
+
+    def _bf16_layers(self) -> tuple[list[str], list[str]]:
+        """(linear layers, recurrent stacks) of this model that bfloat16 decoding converts."""
+        decoder = self.model.decoder
+        query = [BF16_QUERY] if getattr(decoder.attention, "kind", None) == "additive" else []
+        fused = [BF16_RECURRENT] if decoder.rnn.backend == "fused" else []
+        return BF16_LAYERS + query, fused
 
     def _search(self, batch, opts: SearchConfig, sampling: dict | None, with_attention: bool):
         src, lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
         model = self._decoding_model(opts.precision)
         limits = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
                       no_repeat_ngram=opts.no_repeat_ngram, with_attention=with_attention)
-        with autocast(opts.precision, self.device):
+        with autocast(opts.precision if self.device.type == "cuda" else "float32", self.device):
             if sampling is not None:  # n_best independent samples per input
                 return sample(model, src, lengths, num_samples=opts.n_best, **sampling,
                               **limits)
