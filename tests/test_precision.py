@@ -177,7 +177,8 @@ def test_bfloat16_decoding_converts_a_copy_of_the_decoder_products(learned):
     fp32 = translator.translate(sources, beam_size=3)
     assert translator.translate(sources, beam_size=3, precision="bfloat16") == fp32
     decoder = translator._copies["bfloat16"].decoder
-    for layer in (decoder.out, decoder.combine, decoder.attention.query_proj):
+    for layer in (decoder.out, decoder.combine, decoder.attention.query_proj,
+                  decoder.attention.key_proj):
         assert type(layer) is P.BFloat16Linear
     assert type(decoder.rnn.rnn) is P.BFloat16Recurrent
     assert type(translator.model.decoder.out) is nn.Linear  # the float32 model is untouched

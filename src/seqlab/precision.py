@@ -113,6 +113,7 @@ def quantize_int8(model: nn.Module, names: list[str]) -> nn.Module:
 
 # ---------------------------------------------------------------------------- bfloat16 decoding
 PACK_ROWS = 64  # the row count oneDNN lays the packed weights out for (any count runs)
+ROW_BUCKET = 8  # rows are padded to a multiple: see BFloat16Linear.forward
 
 
 def bf16_kernels(device: torch.device) -> bool:
@@ -148,8 +149,12 @@ class BFloat16Linear(nn.Module):
         if not self.packed:
             return F.linear(x, self.weight, self.bias).float()
         rows = x.reshape(-1, self.in_features)
+        n = rows.size(0)
+        padded = -(-n // ROW_BUCKET) * ROW_BUCKET
+        if padded != n:
+            rows = torch.cat([rows, rows.new_zeros(padded - n, self.in_features)])
         y = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
-        return y.float().view(*x.shape[:-1], self.out_features)
+        return y[:n].float().view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, packed={self.packed}"

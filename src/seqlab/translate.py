@@ -26,10 +26,11 @@ from seqlab.vocab import EOS, UNK
 # the decoder's per-step linear layers that int8 decoding quantizes: W_o (the output layer,
 # the largest product of a step) and W_c (the attentional layer)
 INT8_LAYERS = ["decoder.out", "decoder.combine"]
-# the decoder's per-step products that bfloat16 decoding on the CPU keeps in bfloat16: those two,
-# the attention query's projection W, and (for the fused backends) the recurrent stack
+# the decoder's products that bfloat16 decoding on the CPU keeps in bfloat16: those two, the
+# additive attention's projections W (query, every step) and U (keys, once per source), and
+# (for the fused backends) the recurrent stack
 BF16_LAYERS = ["decoder.out", "decoder.combine"]
-BF16_QUERY = "decoder.attention.query_proj"
+BF16_ADDITIVE = ["decoder.attention.query_proj", "decoder.attention.key_proj"]
 BF16_RECURRENT = "decoder.rnn.rnn"
 
 
@@ -95,9 +96,9 @@ class Translator:
     def _bf16_layers(self) -> tuple[list[str], list[str]]:
         """(linear layers, recurrent stacks) of this model that bfloat16 decoding converts."""
         decoder = self.model.decoder
-        query = [BF16_QUERY] if getattr(decoder.attention, "kind", None) == "additive" else []
+        additive = getattr(decoder.attention, "kind", None) == "additive"
         fused = [BF16_RECURRENT] if decoder.rnn.backend == "fused" else []
-        return BF16_LAYERS + query, fused
+        return BF16_LAYERS + (BF16_ADDITIVE if additive else []), fused
 
     def _search(self, batch, opts: SearchConfig, sampling: dict | None, with_attention: bool):
         src, lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
