@@ -175,36 +175,47 @@ def test_sgd_step_follows_the_gradient_of_the_masked_mean_token_loss(tmp_path, m
     assert all((w - grad).norm() > 0.05 * grad.norm() for w in wrong)
 
 
-def test_logits_at_padded_positions_change_nothing(tmp_path, monkeypatch):
-    """Noise added to the output layer's logits at padded target positions (where the loop
-    projects them at all) leaves the loss and the trained weights exactly as they were."""
+def test_padded_positions_never_reach_the_loss(tmp_path, monkeypatch):
+    """Noise added to the decoder's attentional vectors a_t at padded target positions leaves
+    the loss and the trained weights exactly as they were, and the loss is taken over
+    exactly the real positions, against their targets (not over every position)."""
     spy = _Spy(monkeypatch)
     cfg = _config(train={"max_steps": 2})
     _, clean_logs, _ = _run(tmp_path, cfg, "clean")
     clean = _weights(spy.model)
 
     spy = _Spy(monkeypatch)
-    seen, noise = [], torch.Generator().manual_seed(0)
+    noise, steps, scored = torch.Generator().manual_seed(0), [], []
 
-    def garble(module, inputs, output):
+    def garble(module, inputs, output):  # W_c [s_t; c_t], one step of the teacher-forced pass
         if not module.training:
             return output  # decoding (validation, final report): not the loss
         real = spy.batches[-1].tgt_out != PAD  # (B, T)
-        seen.append(tuple(output.shape[:-1]))
-        if output.shape[:-1] == real.shape:  # every position projected: garble the padding
-            junk = 50 * torch.randn(output.shape, generator=noise)
-            return torch.where(real.unsqueeze(-1), output, output + junk)
-        assert output.shape[:-1] == (int(real.sum()),)  # else only the real ones
-        return output
+        t = len(steps) % real.shape[1]
+        steps.append(t)
+        junk = 50 * torch.randn(output.shape, generator=noise)
+        return torch.where(real[:, t, None], output, output + junk)
 
     def build_model(*args, **kwargs):
         spy.model = _BUILD_MODEL(*args, **kwargs)
-        spy.model.decoder.out.register_forward_hook(garble)
+        spy.model.decoder.combine.register_forward_hook(garble)
+        project_with_loss = spy.model.decoder.project_with_loss
+
+        def scored_rows(a, targets, label_smoothing=0.0):
+            if spy.model.training:  # not the final report's validation loss
+                scored.append((a.shape[0], targets.clone()))
+            return project_with_loss(a, targets, label_smoothing)
+
+        spy.model.decoder.project_with_loss = scored_rows
         return spy.model
 
     monkeypatch.setattr(train_module, "build_model", build_model)
     _, logs, _ = _run(tmp_path, cfg, "garbled")
-    assert len(seen) == 2  # one output projection per step
+    assert len(scored) == 2  # one loss per step
+    for (rows, targets), batch in zip(scored, spy.batches, strict=True):
+        real = batch.tgt_out != PAD
+        assert not real.all() and rows == int(real.sum())
+        assert torch.equal(targets, batch.tgt_out[real])
     assert [x["train_loss"] for x in logs] == pytest.approx(
         [x["train_loss"] for x in clean_logs], rel=1e-6)
     torch.testing.assert_close(_weights(spy.model), clean, rtol=0, atol=1e-6)

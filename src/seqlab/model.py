@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from seqlab.attention import Attention
 from seqlab.config import ModelConfig
+from seqlab.losses import linear_cross_entropy
 from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
 from seqlab.vocab import PAD
@@ -231,13 +232,19 @@ class Decoder(nn.Module):
         """a (..., H) -> logits (..., V)."""
         return self.out(self.dropout(a))
 
+    def project_with_loss(self, a: Tensor, targets: Tensor, label_smoothing: float = 0.0):
+        """`project` and the summed cross-entropy against targets (N,) in one step (see
+        seqlab.losses): a (N, H) -> logits (N, V) (no gradient through them), loss."""
+        return linear_cross_entropy(self.dropout(a), self.out.weight, self.out.bias, targets,
+                                    label_smoothing)
+
     def step(self, prev: Tensor, state: DecoderState, memory: Memory):
         a, state, weights = self.advance(prev, state, memory)
         return self.project(a), state, weights
 
     def forward(self, tgt_in: Tensor, state: DecoderState, memory: Memory,
                 teacher_forcing: float = 1.0, generator: torch.Generator | None = None,
-                keep: Tensor | None = None):
+                keep: Tensor | None = None, project: bool = True):
         """Teacher-forced pass over tgt_in (B, T) -> logits (B, T, V), weights (B, T, S) | None.
 
         With teacher_forcing < 1, each sequence at each step t > 0 is fed the gold token
@@ -246,11 +253,16 @@ class Decoder(nn.Module):
         keep (B, T) bool: project only these positions (the real, non-padding targets), so
         logits are (N, V) for the N kept positions in row-major order; the output layer is
         the largest product of a step, and padding need not pay for it.
+        project=False (gold inputs only): the attentional vectors a (B, T, H) or (N, H) in
+        place of the logits, for `project_with_loss`.
         """
         B, T = tgt_in.shape
-        if teacher_forcing >= 1.0 and self.style == "luong" and not self.input_feeding:
-            return self._parallel(tgt_in, state, memory, keep)
         sampling = teacher_forcing < 1.0
+        if sampling and not project:
+            raise ValueError("project=False needs teacher_forcing 1: sampling projects every "
+                             "step to feed its own choice back")
+        if not sampling and self.style == "luong" and not self.input_feeding:
+            return self._parallel(tgt_in, state, memory, keep, project)
         # Gold inputs are embedded in one call: the embedding's gradient is then one sparse
         # update of the (V, E) table, not T dense (V, E) gradients summed step by step (a
         # seventh of a training step's time on the peers' model, benchmarks/README.md).
@@ -275,22 +287,24 @@ class Decoder(nn.Module):
             out = torch.stack(logits, 1)
             out = out if keep is None else out[keep]
         else:
-            out = self._project_kept(torch.stack(outputs, 1), keep)
+            out = self._project_kept(torch.stack(outputs, 1), keep, project)
         weights = None if self.attention is None else torch.stack(all_weights, 1)
         return out, weights
 
-    def _project_kept(self, a: Tensor, keep: Tensor | None) -> Tensor:
-        """a (B, T, H) -> logits (B, T, V), or (N, V) for the positions in keep."""
-        return self.project(a if keep is None else a[keep])
+    def _project_kept(self, a: Tensor, keep: Tensor | None, project: bool = True) -> Tensor:
+        """a (B, T, H) -> logits (B, T, V), or (N, V) for the positions in keep (without
+        `project`: a itself, or its (N, H) kept rows)."""
+        a = a if keep is None else a[keep]
+        return self.project(a) if project else a
 
     def _parallel(self, tgt_in: Tensor, state: DecoderState, memory: Memory,
-                  keep: Tensor | None = None):
+                  keep: Tensor | None = None, project: bool = True):
         """Luong without input feeding: the RNN sees only gold tokens, so it runs once over
         the whole target (fused), and attention takes all T queries at once."""
         s, _ = self.rnn(self.dropout(self.embed(tgt_in)), None, state.hidden)  # (B, T, H)
         context, weights = self.attention(s, memory.keys, memory.states, memory.source_mask)
         a = torch.tanh(self.combine(torch.cat([s, context], -1)))  # (B, T, H)
-        return self._project_kept(a, keep), weights
+        return self._project_kept(a, keep, project), weights
 
 
 class Seq2Seq(nn.Module):
@@ -317,12 +331,13 @@ class Seq2Seq(nn.Module):
 
     def teacher_forced(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
                        teacher_forcing: float = 1.0, generator: torch.Generator | None = None,
-                       keep: Tensor | None = None):
+                       keep: Tensor | None = None, project: bool = True):
         """Teacher-forced pass -> logits (B, T, V), attention (B, T, S) or None.
-        With keep (B, T) bool, logits are (N, V): only the kept positions are projected."""
+        With keep (B, T) bool, logits are (N, V): only the kept positions are projected.
+        project=False: the decoder's attentional vectors instead (see Decoder.forward)."""
         memory = self.encode(src, src_lengths)
         return self.decoder(tgt_in, self.init_state(memory), memory, teacher_forcing, generator,
-                            keep)
+                            keep, project)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, targets: Tensor, *,
                 label_smoothing: float = 0.0, teacher_forcing: float = 1.0,
@@ -332,8 +347,13 @@ class Seq2Seq(nn.Module):
         -> logits (N, V) of the N real (non-PAD) target positions in row-major order, and the
         cross-entropy summed over them (optionally label-smoothed): the loss of
         p(y | x) = prod_t p(y_t | y_<t, x). Only the real positions are projected onto the
-        vocabulary (the output layer is the largest product of a step)."""
+        vocabulary (the output layer is the largest product of a step), and with gold inputs
+        the projection and the loss are one step (`Decoder.project_with_loss`); the logits
+        then carry no gradient."""
         real = targets != PAD  # (B, T)
+        if teacher_forcing >= 1.0:
+            a, _ = self.teacher_forced(src, src_lengths, tgt_in, keep=real, project=False)
+            return self.decoder.project_with_loss(a, targets[real], label_smoothing)
         logits, _ = self.teacher_forced(src, src_lengths, tgt_in, teacher_forcing, generator,
                                         keep=real)
         loss = F.cross_entropy(logits, targets[real], label_smoothing=label_smoothing,
