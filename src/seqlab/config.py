@@ -252,7 +252,8 @@ class SearchConfig:
     # the same result as searching to the length limit) or heuristic (scored as if it ended
     # next, like OpenNMT-py and Hugging Face; much sooner with length_penalty > 0)
     stopping: Literal["exact", "heuristic"] = "exact"
-    # float32; bfloat16 autocast; int8: dynamically quantized output layers (CPU)
+    # float32; bfloat16: the decoder's products in bf16 (CPU: a packed copy; GPU: autocast);
+    # int8: dynamically quantized output layers (CPU)
     precision: Literal["float32", "bfloat16", "int8"] = "float32"
 
 

@@ -31,11 +31,24 @@ from torch import Tensor
 from torch.nn import functional as F
 
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of float32 rows: the softmax's working set stays in cache
+ROW_BUCKET = 128  # bfloat16 products on the CPU see row counts in steps of this (_padded_rows)
 
 
 def _product_dtype(x: Tensor) -> torch.dtype:
     kind = x.device.type
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def _padded_rows(x: Tensor) -> Tensor:
+    """x (N, K) with zero rows appended up to a multiple of ROW_BUCKET, for products in a
+    reduced precision on the CPU (else x itself). oneDNN builds (JIT-compiles) a kernel for
+    every new shape of a bfloat16 product, and N, the number of target tokens of a batch,
+    is new at almost every step: on the peers' model, 60 batch shapes in turn trained at
+    2,724 target tokens/s and grew to 1.9 GB against 3,131 and 0.9 GB for 8 shapes."""
+    if x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float16):
+        return x
+    missing = -x.shape[0] % ROW_BUCKET
+    return torch.cat([x, x.new_zeros(missing, x.shape[1])]) if missing else x
 
 
 def _chunks(n: int, width: int):
@@ -48,8 +61,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, a: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
                 label_smoothing: float, dtype: torch.dtype):
         with torch.autocast(a.device.type, enabled=False):
-            a_, w_ = a.to(dtype), weight.to(dtype)
-            z = F.linear(a_, w_, None if bias is None else bias.to(dtype))  # (N, V)
+            a_, w_ = _padded_rows(a.to(dtype)), weight.to(dtype)
+            z = F.linear(a_, w_, None if bias is None else bias.to(dtype))[:a.shape[0]]  # (N, V)
             N, V = z.shape
             acc = torch.promote_types(dtype, torch.float32)  # the softmax's dtype
             lse, row_sums = z.new_empty(N, dtype=acc), None
@@ -90,7 +103,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if grad_bias is not None:
                     grad_bias += g.sum(0)
                 grad_z[rows] = g
-            grad_a = (grad_z @ w_).to(ctx.dtypes[0])
+            grad_z = _padded_rows(grad_z)  # zero rows where a_ has them
+            grad_a = (grad_z @ w_)[:N].to(ctx.dtypes[0])
             grad_weight = (grad_z.t() @ a_).to(ctx.dtypes[1])
         if grad_bias is not None:
             grad_bias = grad_bias.to(ctx.dtypes[2])
