@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from seqlab.precision import pad_rows
+
 CHUNK_ELEMENTS = 1 << 17  # 512 KiB of float32 rows: the softmax's working set stays in cache
 ROW_BUCKET = 128  # bfloat16 products on the CPU see row counts in steps of this (_padded_rows)
 
@@ -40,15 +42,13 @@ def _product_dtype(x: Tensor) -> torch.dtype:
 
 
 def _padded_rows(x: Tensor) -> Tensor:
-    """x (N, K) with zero rows appended up to a multiple of ROW_BUCKET, for products in a
-    reduced precision on the CPU (else x itself). oneDNN builds (JIT-compiles) a kernel for
-    every new shape of a bfloat16 product, and N, the number of target tokens of a batch,
-    is new at almost every step: on the peers' model, 60 batch shapes in turn trained at
-    2,724 target tokens/s and grew to 1.9 GB against 3,131 and 0.9 GB for 8 shapes."""
+    """x (N, K) padded with zero rows to a multiple of ROW_BUCKET for products in a reduced
+    precision on the CPU (else x itself): see precision.pad_rows. On the peers' model, 60
+    batch shapes in turn trained at 2,724 target tokens/s and grew to 1.9 GB against 3,131
+    and 0.9 GB for 8 shapes."""
     if x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float16):
         return x
-    missing = -x.shape[0] % ROW_BUCKET
-    return torch.cat([x, x.new_zeros(missing, x.shape[1])]) if missing else x
+    return pad_rows(x, ROW_BUCKET)
 
 
 def _chunks(n: int, width: int):
