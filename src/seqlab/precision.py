@@ -129,9 +129,16 @@ def pad_rows(x: Tensor, multiple: int) -> Tensor:
 
 def bf16_kernels(device: torch.device) -> bool:
     """Whether products can use oneDNN's packed bfloat16 kernels (a CPU with AVX512-BF16 or
-    AMX); elsewhere `BFloat16Linear` falls back to torch's plain bfloat16 product."""
-    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    AMX); elsewhere `BFloat16Linear` falls back to torch's plain bfloat16 product. The packing
+    ops are torch internals (those its inductor uses): a torch without them falls back too."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        ops = torch.ops.mkldnn
+        return bool(ops._is_mkldnn_bf16_supported()) and all(
+            hasattr(ops, name) for name in ("_reorder_linear_weight", "_linear_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class BFloat16Linear(nn.Module):
