@@ -91,18 +91,19 @@ def additive(query: Tensor, keys: Tensor, query_weight: Tensor, v: Tensor) -> Te
     query: (B, Hq) or (B, T, Hq);  keys: (B, S, A) = U h;  query_weight W: (A, Hq);
     v: (A,)  ->  (B, S) or (B, T, S)
     """
-    q, one_step = _as_steps(query)
-    scores = additive_from_projection(F.linear(q, query_weight), keys, v)  # W q: (B, T, A)
-    return scores.squeeze(1) if one_step else scores
+    return additive_from_projection(F.linear(query, query_weight), keys, v)
 
 
 def additive_from_projection(wq: Tensor, keys: Tensor, v: Tensor) -> Tensor:
-    """The additive score from the projected query: wq (B, T, A) = W s, keys (B, S, A) = U h,
-    v (A,)  ->  e (B, T, S) = v^T tanh(wq + keys)."""
+    """The additive score from the projected query: wq (B, A) or (B, T, A) = W s,
+    keys (B, S, A) = U h, v (A,)  ->  e (B, S) or (B, T, S) = v^T tanh(wq + keys)."""
+    wq, one_step = _as_steps(wq)
     if torch.is_grad_enabled() and (wq.requires_grad or keys.requires_grad or v.requires_grad):
         hidden = torch.tanh(wq.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, 1, A) + (B, 1, S, A)
-        return hidden @ v  # (B, T, S, A) @ (A,) -> (B, T, S)
-    return _additive_by_chunks(wq, keys, v)
+        scores = hidden @ v  # (B, T, S, A) @ (A,) -> (B, T, S)
+    else:
+        scores = _additive_by_chunks(wq, keys, v)
+    return scores.squeeze(1) if one_step else scores
 
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of float32: the (b, T, S, A) slice that stays in the L2 cache
@@ -220,9 +221,8 @@ class Attention(nn.Module):
             return scaled_dot(query, keys)
         if self.kind == "general":
             return general(query, keys)
-        q, one_step = _as_steps(query)  # the projection through the module: it may be a
-        scores = additive_from_projection(self.query_proj(q), keys, self.v)  # bfloat16 copy
-        return scores.squeeze(1) if one_step else scores
+        # W s through the module (a decoding copy may have made it a bfloat16 product)
+        return additive_from_projection(self.query_proj(query), keys, self.v)
 
     def forward(
         self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None

@@ -16,14 +16,14 @@ both formats and takes bfloat16 only when it is faster by PROBE_MARGIN.
 Decoding (search.precision) on the CPU works on a copy of the model made once, never on the
 model itself (`Translator` keeps the copy):
 
-* bfloat16: `bfloat16_copy` stores the weights of the decoder's per-step products (output
-  layer, combine layer, attention query, recurrent stack) in bfloat16, packed once into
-  oneDNN's blocked layout where the CPU has bf16 kernels (AVX512-BF16 or AMX). Each product
-  casts its input to bfloat16 and returns float32 (accumulated in float32, rounded to
-  bfloat16 once); the gates, the attention and the log-softmax stay float32. Autocast would
-  instead re-cast every weight at every step and put the elementwise work in bfloat16 too
-  (on an AMX CPU it decoded 25% slower than this copy, see benchmarks/speed.py). On a GPU,
-  bfloat16 decoding runs under autocast.
+* bfloat16: `bfloat16_copy` stores the weights of the decoder's products (output layer,
+  combine layer, the attention's query and key projections, recurrent stack) in bfloat16,
+  packed once into oneDNN's blocked layout where the CPU has bf16 kernels (AVX512-BF16 or
+  AMX). Each product casts its input to bfloat16 and returns float32 (accumulated in
+  float32, rounded to bfloat16 once); the gates, the attention and the log-softmax stay
+  float32. Autocast would instead re-cast every weight at every step and put the
+  elementwise work in bfloat16 too (on an AMX CPU it decoded 25% slower than this copy, see
+  benchmarks/speed.py). On a GPU, bfloat16 decoding runs under autocast.
 * int8: dynamic quantization of the linear layers that need no access to their weight tensor
   (`quantize_dynamic`, per-tensor int8 weights; activations quantized per batch at run time,
   so no calibration data is needed). It covers the output layer, the largest product of
