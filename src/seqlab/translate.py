@@ -105,7 +105,8 @@ class Translator:
         model = self._decoding_model(opts.precision)
         limits = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
                       no_repeat_ngram=opts.no_repeat_ngram, with_attention=with_attention)
-        with autocast(opts.precision if self.device.type == "cuda" else "float32", self.device):
+        copy = model is not self.model  # a copy carries its precision in its weights
+        with autocast("float32" if copy else opts.precision, self.device):
             if sampling is not None:  # n_best independent samples per input
                 return sample(model, src, lengths, num_samples=opts.n_best, **sampling,
                               **limits)
