@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seqlab import losses
+from seqlab import softmax
 from seqlab.losses import linear_cross_entropy
 
 
@@ -24,7 +24,7 @@ def _problem(n=7, h=5, v=11, dtype=torch.float32, seed=0):
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_gradients_by_gradcheck(monkeypatch, rows_per_chunk, eps, with_bias):
     a, weight, bias, targets = _problem(dtype=torch.float64)
-    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", rows_per_chunk * weight.shape[0])
+    monkeypatch.setattr(softmax, "LSE_CHUNK_ELEMENTS", rows_per_chunk * weight.shape[0])
     inputs = (a, weight, bias if with_bias else None)
     assert torch.autograd.gradcheck(
         lambda a, w, b: linear_cross_entropy(a, w, b, targets, eps)[1], inputs)
@@ -33,7 +33,7 @@ def test_gradients_by_gradcheck(monkeypatch, rows_per_chunk, eps, with_bias):
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_equals_torch_linear_then_cross_entropy(monkeypatch, eps):
     """Loss, logits and the three gradients, at a vocabulary of 300 in chunks of 4 rows."""
-    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 4 * 300)
+    monkeypatch.setattr(softmax, "LSE_CHUNK_ELEMENTS", 4 * 300)
     a, weight, bias, targets = _problem(n=10, h=16, v=300)
     logits, loss = linear_cross_entropy(a, weight, bias, targets, eps)
     loss.backward()

@@ -926,35 +926,3 @@ def test_top_k_equals_torch_topk(V, k):
     want = x.topk(k, dim=1).values
     assert torch.equal(values, want)
     assert torch.equal(x.gather(1, columns), values)
-
-
-@pytest.mark.parametrize("chunk", [1, 3 * 50, 7 * 50, 1 << 30],
-                         ids=["row-by-row", "three-rows", "uneven-last-chunk", "one-go"])
-def test_logsumexp_rows_by_chunks(monkeypatch, chunk):
-    """The searches' log normaliser, taken a few rows at a time: the log of the sum of the
-    exponentials of each row (written here in float64), rows with -inf entries included."""
-    monkeypatch.setattr(search, "LSE_CHUNK_ELEMENTS", chunk)
-    g = torch.Generator().manual_seed(7)
-    x = 5 * torch.randn(10, 50, generator=g)
-    x[:, :3] = float("-inf")
-    want = torch.tensor([math.log(sum(math.exp(v) for v in row if v != float("-inf")))
-                         for row in x.double().tolist()], dtype=torch.float64)
-    torch.testing.assert_close(search.logsumexp_rows(x).double(), want, atol=1e-5, rtol=0)
-
-
-def test_logsumexp_rows_beyond_the_range_of_a_plain_exp():
-    """Rows whose plain sum of exponentials would overflow float32 (values near 1000), lose
-    its terms below the normal range (near -1000), or that hold only -inf, or a NaN, are
-    normalised like torch.logsumexp does (with its shift by the row max)."""
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(6, 300, generator=g)
-    x[1] += 1000.0
-    x[2] -= 1000.0
-    x[3] = float("-inf")
-    x[4, 7] = float("nan")
-    x[5, :10] += 85.0  # the sum of exponentials overflows float32, each exp does not
-    got = search.logsumexp_rows(x)
-    want = torch.logsumexp(x.double(), -1).float()
-    assert torch.isneginf(got[3]) and torch.isnan(got[4])
-    keep = [0, 1, 2, 5]
-    torch.testing.assert_close(got[keep], want[keep], atol=1e-4, rtol=1e-6)

@@ -13,11 +13,14 @@ step on the CPU: log_softmax writes an (N, V) float32 tensor, its backward reads
 another, the loss's gradient is an (N, V) tensor of zeros with one entry per row, and under
 bfloat16 autocast the logits are cast to float32 and the gradient back: eight or so passes
 over tens of MB, each beyond the caches. Here the forward pass keeps only the logits (in
-the product's dtype) and the normaliser lse (N,); the backward pass computes p - onehot a
-few rows at a time while they sit in cache, writes it once in the product's dtype, and
-feeds it to the two products of the backward pass. Forward and backward of 880 target
-tokens x 256 -> 10k words (the peers' benchmark model), one thread of an AMX CPU: float32
-163 -> 143 ms, bfloat16 autocast 98 -> 54-63 ms.
+the product's dtype) and the normaliser lse (N,) (`seqlab.softmax.logsumexp_rows`, which
+widens bfloat16 logits chunk by chunk); the backward pass computes p - onehot a few rows at
+a time in a cache-sized float32 buffer, writes it once in the product's dtype, and feeds it
+to the two products of the backward pass. The label-smoothing term needs no pass over the
+logits: sum_ij z_ij = (sum_i a_i) . (sum_j W_j) + N sum_j b_j. Forward and backward of 880
+target tokens x 256 -> 10k words (the peers' benchmark model), one thread of an AMX CPU:
+float32 163 -> 143 ms, bfloat16 autocast 98 -> 39 ms (54-63 ms before the shared
+normaliser and the one-pass smoothing term).
 
 Under CPU or CUDA autocast the products run in the autocast dtype (as `F.linear` would), the
 softmax and the loss in float32 (as autocast runs `cross_entropy`); gradients come back in the
@@ -30,9 +33,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from seqlab import softmax
 from seqlab.precision import pad_rows
+from seqlab.softmax import logsumexp_rows
 
-CHUNK_ELEMENTS = 1 << 17  # 512 KiB of float32 rows: the softmax's working set stays in cache
 ROW_BUCKET = 128  # bfloat16 products on the CPU see row counts in steps of this (_padded_rows)
 
 
@@ -52,7 +56,8 @@ def _padded_rows(x: Tensor) -> Tensor:
 
 
 def _chunks(n: int, width: int):
-    rows = max(1, CHUNK_ELEMENTS // max(1, width))
+    """Slices of about softmax.LSE_CHUNK_ELEMENTS elements of n rows: the forward's chunks."""
+    rows = max(1, softmax.LSE_CHUNK_ELEMENTS // max(1, width))
     return [slice(i, min(n, i + rows)) for i in range(0, n, rows)]
 
 
@@ -62,22 +67,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 label_smoothing: float, dtype: torch.dtype):
         with torch.autocast(a.device.type, enabled=False):
             a_, w_ = _padded_rows(a.to(dtype)), weight.to(dtype)
-            z = F.linear(a_, w_, None if bias is None else bias.to(dtype))[:a.shape[0]]  # (N, V)
+            z_padded = F.linear(a_, w_, None if bias is None else bias.to(dtype))
+            z = z_padded[:a.shape[0]]  # (N, V)
             N, V = z.shape
-            acc = torch.promote_types(dtype, torch.float32)  # the softmax's dtype
-            lse, row_sums = z.new_empty(N, dtype=acc), None
-            if label_smoothing:
-                row_sums = z.new_empty(N, dtype=acc)
-            for rows in _chunks(N, V):
-                chunk = z[rows].to(acc)
-                lse[rows] = torch.logsumexp(chunk, -1)
-                if row_sums is not None:
-                    row_sums[rows] = chunk.sum(-1)
-            picked = z.gather(1, targets[:, None]).squeeze(1).to(acc)
+            lse = logsumexp_rows(z)  # (N,) in the softmax's dtype (float32 for bfloat16 z)
+            picked = z.gather(1, targets[:, None]).squeeze(1).to(lse.dtype)
             loss = (lse - (1 - label_smoothing) * picked).sum()
-            if row_sums is not None:
-                loss = loss - label_smoothing / V * row_sums.sum()
-        ctx.save_for_backward(a_, w_, z, targets, lse)
+            if label_smoothing:  # sum_ij z_ij = (sum_i a_i) . (sum_j W_j) + N sum_j b_j,
+                total = a.sum(0) @ weight.sum(0)  # no pass over the logits
+                if bias is not None:
+                    total = total + N * bias.sum()
+                loss = loss - label_smoothing / V * total.to(lse.dtype)
+        ctx.save_for_backward(a_, w_, z_padded, targets, lse)
         ctx.label_smoothing, ctx.has_bias = label_smoothing, bias is not None
         ctx.dtypes = (a.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.mark_non_differentiable(z)
@@ -88,14 +89,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, _grad_z, grad_loss):
         if grad_loss is None:  # only the logits were used, and they carry no gradient
             return None, None, None, None, None, None
-        a_, w_, z, targets, lse = ctx.saved_tensors
+        a_, w_, z_padded, targets, lse = ctx.saved_tensors
         eps = ctx.label_smoothing
-        N, V = z.shape
-        grad_z = torch.empty_like(z)  # (N, V) p - onehot, times grad_loss, in the product dtype
-        grad_bias = z.new_zeros(V, dtype=lse.dtype) if ctx.has_bias else None
-        with torch.autocast(z.device.type, enabled=False):
-            for rows in _chunks(N, V):
-                g = (z[rows] - lse[rows, None]).exp_()  # p, in lse's dtype (a new tensor)
+        N, V = lse.shape[0], z_padded.shape[1]
+        # (N', V) p - onehot, times grad_loss, in the product dtype; a_'s padding rows are 0
+        grad_z = torch.empty_like(z_padded)
+        grad_z[N:].zero_()
+        grad_bias = z_padded.new_zeros(V, dtype=lse.dtype) if ctx.has_bias else None
+        with torch.autocast(z_padded.device.type, enabled=False):
+            chunks = _chunks(N, V)
+            buffer = z_padded.new_empty(chunks[0].stop if chunks else 0, V, dtype=lse.dtype)
+            for rows in chunks:
+                g = torch.sub(z_padded[rows], lse[rows, None],
+                              out=buffer[:rows.stop - rows.start]).exp_()  # p
                 g[torch.arange(g.size(0), device=g.device), targets[rows]] -= 1 - eps
                 if eps:
                     g.sub_(eps / V)
@@ -103,7 +109,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if grad_bias is not None:
                     grad_bias += g.sum(0)
                 grad_z[rows] = g
-            grad_z = _padded_rows(grad_z)  # zero rows where a_ has them
             grad_a = (grad_z @ w_)[:N].to(ctx.dtypes[0])
             grad_weight = (grad_z.t() @ a_).to(ctx.dtypes[1])
         if grad_bias is not None:
