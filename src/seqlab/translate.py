@@ -23,13 +23,11 @@ from seqlab.prepare import Codec
 from seqlab.search import Hypothesis, beam_search, greedy_search, max_lengths, sample
 from seqlab.vocab import EOS, UNK
 
-# the decoder's per-step linear layers that int8 decoding quantizes: W_o (the output layer,
-# the largest product of a step) and W_c (the attentional layer)
-INT8_LAYERS = ["decoder.out", "decoder.combine"]
-# the decoder's products that bfloat16 decoding on the CPU keeps in bfloat16: those two, the
-# additive attention's projections W (query, every step) and U (keys, once per source), and
-# (for the fused backends) the recurrent stack
-BF16_LAYERS = ["decoder.out", "decoder.combine"]
+# the decoder's per-step linear layers, W_o (the output layer, the largest product of a step)
+# and W_c (the attentional layer): int8 decoding quantizes them, bfloat16 decoding on the CPU
+# keeps them in bfloat16, with the additive attention's projections W (query, every step) and
+# U (keys, once per source) and (for the fused backends) the recurrent stack
+STEP_LINEARS = ["decoder.out", "decoder.combine"]
 BF16_ADDITIVE = ["decoder.attention.query_proj", "decoder.attention.key_proj"]
 BF16_RECURRENT = "decoder.rnn.rnn"
 
@@ -88,7 +86,7 @@ class Translator:
         (under autocast), with the model itself."""
         if precision not in self._copies and self.device.type == "cpu":
             if precision == "int8":
-                self._copies[precision] = quantize_int8(self.model, INT8_LAYERS).eval()
+                self._copies[precision] = quantize_int8(self.model, STEP_LINEARS).eval()
             elif precision == "bfloat16":
                 self._copies[precision] = bfloat16_copy(self.model, *self._bf16_layers())
         return self._copies.get(precision, self.model)
@@ -98,7 +96,7 @@ class Translator:
         decoder = self.model.decoder
         additive = getattr(decoder.attention, "kind", None) == "additive"
         fused = [BF16_RECURRENT] if decoder.rnn.backend == "fused" else []
-        return BF16_LAYERS + (BF16_ADDITIVE if additive else []), fused
+        return STEP_LINEARS + (BF16_ADDITIVE if additive else []), fused
 
     def _search(self, batch, opts: SearchConfig, sampling: dict | None, with_attention: bool):
         src, lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
