@@ -279,6 +279,23 @@ def test_resume_continues_the_same_run_with_its_carry(tmp_path):
 # Generator
 
 
+def test_generator_never_writes_unk(stream_run):
+    """Tokens below tokenizer.min_freq read as <unk> in training, so a model gives <unk> some
+    probability; generated text never holds it. Here its output bias is raised until greedy
+    search alone would write nothing but <unk>."""
+    out, _ = stream_run
+    generator = Generator.from_checkpoint(out, device="cpu")
+    with torch.no_grad():
+        generator.model.out.bias[UNK] += 100.0
+    src = torch.tensor([generator._context("abc")])
+    [[raw]] = greedy_search(generator.model, src, torch.tensor([src.size(1)]), max_len_a=0.0,
+                            max_len_b=5, max_len=5, min_len=5)
+    assert raw.tokens == [UNK] * 5  # without the ban
+    for text in (generator.generate("abc", 20, greedy=True),
+                 generator.generate("abc", 20, seed=1, temperature=1.0)):
+        assert len(text) == 20 and "<unk>" not in text, text
+
+
 def test_generator_samples_reproducibly_and_scores_text(stream_run):
     out, results = stream_run
     generator = Generator.from_checkpoint(out, device="cpu")

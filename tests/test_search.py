@@ -926,3 +926,22 @@ def test_top_k_equals_torch_topk(V, k):
     want = x.topk(k, dim=1).values
     assert torch.equal(values, want)
     assert torch.equal(x.gather(1, columns), values)
+
+
+@pytest.mark.parametrize("ngram", [0, 2], ids=["columns", "with-ngram-mask"])
+def test_banned_tokens_are_never_written_and_scores_stay_the_models(ngram):
+    """`banned` (what a language model's generator passes for UNK): the token never appears,
+    in every search, while the model gives it its share; the returned log-prob is still the
+    model's own log-prob of the output (the other tokens are not renormalised)."""
+    fn, (src, lengths) = random_model(5, sharp=1.0), batch(KEYS)
+    free = greedy_search(Scripted(fn), src, lengths, max_len_b=6)
+    assert any(A in h.tokens for [h] in free)  # A is a likely token: banning it matters
+    count = 0
+    for key, hyps in zip(KEYS * 3, all_searches(fn, src, lengths, max_len_b=6, banned=[A],
+                                                no_repeat_ngram=ngram), strict=True):
+        for h in hyps:
+            assert A not in h.tokens, h.tokens
+            ended = len(h.tokens) < int(len(key) * 1.5 + 6)
+            assert h.log_prob == pytest.approx(model_log_prob(fn, key, h.tokens, ended), abs=1e-4)
+            count += 1
+    assert count > 0

@@ -19,7 +19,8 @@ Conventions shared by all three searches
   Forbidden tokens get log-prob -inf *after* the log_softmax (the other tokens are not
   renormalised), so `Hypothesis.log_prob` is always the model's own log-probability of the
   output. Forbidden: PAD and SOS always (they are never outputs); EOS before `min_len` tokens;
-  with `no_repeat_ngram=n` every token that would complete an n-gram already in the hypothesis.
+  with `no_repeat_ngram=n` every token that would complete an n-gram already in the hypothesis;
+  the ids in `banned` (e.g. UNK, which a language model's generator never writes).
 * Length. A hypothesis "has length t" after t decoder steps, i.e. t generated tokens counting
   its EOS. The maximum length of sentence b is
 
@@ -46,7 +47,7 @@ O(N t) per step, O(N T^2) in all (still no attention copies).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -120,28 +121,33 @@ def coverage_penalty_of_sums(coverage: Tensor, mask: Tensor, beta: float) -> Ten
     return beta * (coverage.clamp(COVERAGE_FLOOR, 1.0).log() * mask).sum(-1)
 
 
+def _forbidden_columns(t: int, *, min_len: int, banned: Sequence[int] = ()) -> list[int]:
+    """The tokens forbidden whatever the history: PAD, SOS, the `banned` ids, and EOS while
+    t < min_len."""
+    return [PAD, SOS, *banned] + ([EOS] if t < min_len else [])
+
+
 def _always_forbidden(n: int, t: int, vocab_size: int, device: torch.device, *,
-                      min_len: int) -> Tensor:
-    """(n, V) bool: PAD and SOS; EOS too while t < min_len. The part of `forbidden_tokens`
-    that needs no token history."""
-    banned = torch.zeros(n, vocab_size, dtype=torch.bool, device=device)  # (n, V)
-    banned[:, PAD] = True
-    banned[:, SOS] = True
-    if t < min_len:
-        banned[:, EOS] = True
-    return banned
+                      min_len: int, banned: Sequence[int] = ()) -> Tensor:
+    """(n, V) bool: True in the columns of `_forbidden_columns`. The part of
+    `forbidden_tokens` that needs no token history."""
+    mask = torch.zeros(n, vocab_size, dtype=torch.bool, device=device)  # (n, V)
+    mask[:, _forbidden_columns(t, min_len=min_len, banned=banned)] = True
+    return mask
 
 
 def forbidden_tokens(
-    tokens: Tensor, vocab_size: int, *, min_len: int, no_repeat_ngram: int
+    tokens: Tensor, vocab_size: int, *, min_len: int, no_repeat_ngram: int,
+    banned: Sequence[int] = ()
 ) -> Tensor:
     """Which next tokens are forbidden, given the tokens generated so far.
 
-    tokens (N, t) long -> (N, V) bool, True where forbidden: PAD and SOS always; EOS while
-    t < min_len; with n = no_repeat_ngram > 0, every token y such that (last n-1 tokens, y) is
+    tokens (N, t) long -> (N, V) bool, True where forbidden: PAD, SOS and `banned` always; EOS
+    while t < min_len; with n = no_repeat_ngram > 0, every token y such that (last n-1 tokens, y) is
     an n-gram already present in the row (n = 1: every token already present)."""
     N, t = tokens.shape
-    banned = _always_forbidden(N, t, vocab_size, tokens.device, min_len=min_len)  # (N, V)
+    banned = _always_forbidden(N, t, vocab_size, tokens.device, min_len=min_len,
+                               banned=banned)  # (N, V)
     n = no_repeat_ngram
     if n > 0 and t >= n:
         grams = tokens.unfold(1, n, 1)  # (N, t-n+1, n): every n-gram so far
@@ -279,20 +285,21 @@ def _best(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 def _allowed(logits: Tensor, prefix: Tensor | None, t: int, *, min_len: int,
-             no_repeat_ngram: int) -> tuple[Tensor, Tensor]:
+             no_repeat_ngram: int, banned: Sequence[int] = ()) -> tuple[Tensor, Tensor]:
     """The step's logits (N, V) in float32 with the forbidden tokens (see `forbidden_tokens`)
     set to -inf in place, and the log normaliser lse (N,) = logsumexp over all tokens, taken
     before: log p(y) = allowed[y] - lse is the model's own log-probability (not renormalised
     over the allowed tokens). No (N, V) log-softmax is written: the searches need log p only
     for the few tokens they pick. Without no_repeat_ngram the forbidden tokens are whole
-    columns (PAD, SOS, and EOS before min_len), so no (N, V) mask is built either."""
+    columns (`_forbidden_columns`), so no (N, V) mask is built either."""
     logits = logits.float()
     lse = logsumexp_rows(logits)  # (N,)
     if no_repeat_ngram > 0:  # needs the token prefixes (N, t)
         return logits.masked_fill_(forbidden_tokens(prefix, logits.size(-1), min_len=min_len,
-                                                    no_repeat_ngram=no_repeat_ngram),
+                                                    no_repeat_ngram=no_repeat_ngram,
+                                                    banned=banned),
                                    NEG_INF), lse
-    logits[:, [PAD, SOS, EOS] if t < min_len else [PAD, SOS]] = NEG_INF
+    logits[:, _forbidden_columns(t, min_len=min_len, banned=banned)] = NEG_INF
     return logits, lse
 
 
@@ -310,7 +317,7 @@ def _check_inputs(src: Tensor, src_lengths: Tensor, *, min_len: int, no_repeat_n
 
 def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Tensor], Tensor],
                   copies: int, min_len: int, max_len_a: float, max_len_b: int,
-                  max_len: int | None, no_repeat_ngram: int,
+                  max_len: int | None, no_repeat_ngram: int, banned: Sequence[int],
                   with_attention: bool) -> list[list[Hypothesis]]:
     """Decode `copies` outputs per sentence, one token per step chosen by `pick`.
 
@@ -337,7 +344,7 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
     for t in range(max(limit)):
         logits, state, attn = model.step(prev, state, memory)  # (N, V), _, (N, S) | None
         allowed, lse = _allowed(logits, prefix, t, min_len=min_len,
-                                no_repeat_ngram=no_repeat_ngram)  # (N, V), (N,)
+                                no_repeat_ngram=no_repeat_ngram, banned=banned)  # (N, V), (N,)
         token = pick(allowed)  # (N,)
         chosen = allowed.gather(1, token[:, None]).squeeze(1)  # (N,) -inf: nothing allowed
         token = torch.where(torch.isneginf(chosen), EOS, token)  # such a row ends here,
@@ -371,7 +378,7 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
 @torch.no_grad()
 def greedy_search(model, src: Tensor, src_lengths: Tensor, *, max_len_a: float = 1.5,
                   max_len_b: int = 10, max_len: int | None = None, min_len: int = 0,
-                  no_repeat_ngram: int = 0,
+                  no_repeat_ngram: int = 0, banned: Sequence[int] = (),
                   with_attention: bool = False) -> list[list[Hypothesis]]:
     """Greedy decoding: y_t = argmax_y log p(y | y_<t, x) over the allowed tokens, until EOS or
     T_max steps.
@@ -381,7 +388,7 @@ def greedy_search(model, src: Tensor, src_lengths: Tensor, *, max_len_a: float =
     with_attention: fill Hypothesis.attention (else None, and no attention is kept)."""
     return _decode_paths(model, src, src_lengths, pick=lambda logits: top_k(logits, 1)[1][:, 0],
                          copies=1, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
-                         max_len=max_len, no_repeat_ngram=no_repeat_ngram,
+                         max_len=max_len, no_repeat_ngram=no_repeat_ngram, banned=banned,
                          with_attention=with_attention)
 
 
@@ -411,7 +418,7 @@ def filter_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int = 0,
 def sample(model, src: Tensor, src_lengths: Tensor, *, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, seed: int | None = None, num_samples: int = 1,
            max_len_a: float = 1.5, max_len_b: int = 10, max_len: int | None = None,
-           min_len: int = 0, no_repeat_ngram: int = 0,
+           min_len: int = 0, no_repeat_ngram: int = 0, banned: Sequence[int] = (),
            with_attention: bool = False) -> list[list[Hypothesis]]:
     """Ancestral sampling: y_t ~ softmax(filter_logits(logits_t)) step by step (see
     `filter_logits` for temperature, top-k and top-p), until EOS or T_max steps.
@@ -440,7 +447,7 @@ def sample(model, src: Tensor, src_lengths: Tensor, *, temperature: float = 1.0,
 
     return _decode_paths(model, src, src_lengths, pick=pick, copies=num_samples,
                          min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
-                         max_len=max_len, no_repeat_ngram=no_repeat_ngram,
+                         max_len=max_len, no_repeat_ngram=no_repeat_ngram, banned=banned,
                          with_attention=with_attention)
 
 
@@ -490,7 +497,7 @@ STOPPING = ("exact", "heuristic")  # beam_search's stopping rules
 def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_best: int = 1,
                 length_penalty: float = 0.0, coverage_penalty: float = 0.0, min_len: int = 0,
                 max_len_a: float = 1.5, max_len_b: int = 10, max_len: int | None = None,
-                no_repeat_ngram: int = 0, stopping: str = "exact",
+                no_repeat_ngram: int = 0, stopping: str = "exact", banned: Sequence[int] = (),
                 with_attention: bool = False) -> list[list[Hypothesis]]:
     """Beam search, batched: all sentences and their K open hypotheses are one (B*K) batch.
 
@@ -583,8 +590,8 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_be
             raise ValueError("coverage_penalty needs a model that returns attention")
         has_attention = has_attention or attn is not None
         V = logits.size(-1)
-        allowed, lse = _allowed(logits, prefix, t, min_len=min_len,
-                                no_repeat_ngram=no_repeat_ngram)  # (Bn*K, V), (Bn*K,)
+        allowed, lse = _allowed(logits, prefix, t, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
+                                banned=banned)  # (Bn*K, V), (Bn*K,)
         # The 2K best of a sentence's K*V candidates are among each row's 2K best tokens, so
         # each row is cut to those first (a topk over V, not K*V) and only they are scored.
         c = min(2 * K, V)

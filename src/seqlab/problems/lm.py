@@ -57,7 +57,7 @@ from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
 from seqlab.search import greedy_search, sample
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
-from seqlab.vocab import EOS, PAD, SOS, SPECIALS, Vocab
+from seqlab.vocab import EOS, PAD, SOS, SPECIALS, UNK, Vocab
 
 State = Tensor | tuple[Tensor, Tensor]  # h (L, B, H), or (h, c) for the LSTM
 VALID_ROWS = 64  # stream mode: contiguous rows the validation text is read in (a batch)
@@ -637,7 +637,9 @@ class Generator:
         The prime warms the state first. Stream mode writes exactly `length` tokens (EOS is
         forbidden; an empty prime means "\\n"); lines mode starts after <sos> + prime and stops
         at <eos> or `length`. Greedy (argmax) or sampled with temperature, top_k, top_p and
-        `seed` (see `seqlab.search.sample`; the same seed gives the same text)."""
+        `seed` (see `seqlab.search.sample`; the same seed gives the same text). <unk> is never
+        written (the tokens below tokenizer.min_freq read as <unk> in training, so the model
+        gives it probability; it is banned, the other tokens not renormalised)."""
         if length < 0:
             raise ConfigError(f"length must be >= 0, got {length}")
         if not greedy and (temperature <= 0 or top_k < 0 or not 0 <= top_p <= 1):
@@ -649,7 +651,8 @@ class Generator:
         src = torch.tensor([ids], device=self.device)
         lengths = torch.tensor([len(ids)], device=self.device)
         limits = dict(max_len_a=0.0, max_len_b=length, max_len=length,
-                      min_len=length if self.config.lm.mode == "stream" else 0)
+                      min_len=length if self.config.lm.mode == "stream" else 0,
+                      banned=[UNK])  # a rare token's stand-in is not text to write
         if greedy:
             hyps = greedy_search(self.model, src, lengths, **limits)
         else:
