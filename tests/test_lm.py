@@ -223,6 +223,23 @@ def test_validate_predicts_every_token_once():
     assert problem.validate(problem.build_model())["tokens"] == sum(len(x) + 1 for x in lines)
 
 
+def test_lines_mode_drops_training_lines_over_max_src_len():
+    """A line is one sequence that back-propagation runs through whole: lines over
+    data.max_src_len tokens leave the training split (and are counted); valid and test keep
+    every line; a limit that leaves nothing is one DataError line naming the option."""
+    lines = make_dataset("alphabet", 400, seed=1, split="train")
+    limit = sorted(len(x) for x in lines)[len(lines) // 2]  # about half the lines are longer
+    problem = LMProblem(_config(lm={"mode": "lines"}, data={"max_src_len": limit}))
+    summary = problem.prepare()
+    kept = problem.splits["train"].seqs
+    over = sum(len(x) > limit for x in lines)
+    assert 0 < over < len(lines) and len(kept) == len(lines) - over
+    assert max(len(s) for s in kept) <= limit and f"{over} over data.max_src_len" in summary
+    assert len(problem.splits["valid"].seqs) == 100
+    with pytest.raises(DataError, match=r"no training line is within data.max_src_len=1 "):
+        LMProblem(_config(lm={"mode": "lines"}, data={"max_src_len": 1})).prepare()
+
+
 # ---------------------------------------------------------------------------------------------
 # Through the training loop
 

@@ -71,7 +71,7 @@ class DataConfig:
     synthetic: str | None = None  # a generated dataset instead of files (seqlab.synthetic)
     synthetic_train_size: int = check(20000, "> 0")  # examples generated for training
     synthetic_eval_size: int = check(1000, "> 0")  # examples generated for valid and for test
-    max_src_len: int = check(100, "> 0")  # training examples with more source tokens are dropped
+    max_src_len: int = check(100, "> 0")  # training examples (lm: lines) over it are dropped
     max_tgt_len: int = check(100, "> 0")  # ... or more target tokens (seq2seq)
 
     def path(self, prefix: str | None) -> str | None:

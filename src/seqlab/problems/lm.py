@@ -43,7 +43,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -446,8 +446,16 @@ class LMProblem:
             shape = f"stream, {rows} rows x bptt {config.lm.bptt}"
             size = f"{train.tokens + 1:,} training tokens"
         else:
+            limit = config.data.max_src_len  # a line is one sequence: BPTT runs through it all
+            kept = [seq for seq in train.seqs if len(seq) <= limit]
+            if not kept:
+                raise DataError(f"{source}: no training line is within data.max_src_len="
+                                f"{limit} tokens")
+            dropped = len(train.seqs) - len(kept)
+            self.splits["train"] = train = replace(train, seqs=kept)
             shape = "lines"
-            size = f"{len(train.seqs):,} training lines ({train.tokens:,} tokens)"
+            size = (f"{len(kept):,} training lines ({train.tokens:,} tokens; {dropped} over "
+                    f"data.max_src_len={limit})")
         return (f"data: {size} from {source} ({shape}); vocabulary {len(codec.vocab)} "
                 f"({config.tokenizer.kind}) [{time.time() - t0:.1f}s]")
 
