@@ -33,9 +33,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from seqlab import softmax
 from seqlab.precision import pad_rows
-from seqlab.softmax import logsumexp_rows
+from seqlab.softmax import chunk_rows, logsumexp_rows
 
 ROW_BUCKET = 128  # bfloat16 products on the CPU see row counts in steps of this (_padded_rows)
 
@@ -56,8 +55,8 @@ def _padded_rows(x: Tensor) -> Tensor:
 
 
 def _chunks(n: int, width: int):
-    """Slices of about softmax.LSE_CHUNK_ELEMENTS elements of n rows: the forward's chunks."""
-    rows = max(1, softmax.LSE_CHUNK_ELEMENTS // max(1, width))
+    """n rows as slices of `chunk_rows(width)`: the backward's chunks, the forward's size."""
+    rows = chunk_rows(width)
     return [slice(i, min(n, i + rows)) for i in range(0, n, rows)]
 
 

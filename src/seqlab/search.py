@@ -146,8 +146,8 @@ def forbidden_tokens(
     while t < min_len; with n = no_repeat_ngram > 0, every token y such that (last n-1 tokens, y) is
     an n-gram already present in the row (n = 1: every token already present)."""
     N, t = tokens.shape
-    banned = _always_forbidden(N, t, vocab_size, tokens.device, min_len=min_len,
-                               banned=banned)  # (N, V)
+    mask = _always_forbidden(N, t, vocab_size, tokens.device, min_len=min_len,
+                             banned=banned)  # (N, V)
     n = no_repeat_ngram
     if n > 0 and t >= n:
         grams = tokens.unfold(1, n, 1)  # (N, t-n+1, n): every n-gram so far
@@ -155,8 +155,8 @@ def forbidden_tokens(
         seen = (grams[:, :, :-1] == context[:, None, :]).all(-1)  # (N, t-n+1)
         hits = torch.zeros(N, vocab_size, dtype=torch.long, device=tokens.device)
         hits.scatter_add_(1, grams[:, :, -1], seen.long())  # (N, V)
-        banned |= hits > 0
-    return banned
+        mask |= hits > 0
+    return mask
 
 
 @dataclass

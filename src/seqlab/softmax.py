@@ -20,6 +20,11 @@ LSE_CHUNK_ELEMENTS = 1 << 18  # 1 MiB of float32 rows: the buffer stays in the L
 LSE_SAFE = (-30.0, 80.0)  # log sum exp(x) computed without a shift must land in here
 
 
+def chunk_rows(width: int) -> int:
+    """Rows of `width` elements per chunk: about LSE_CHUNK_ELEMENTS, at least one."""
+    return max(1, LSE_CHUNK_ELEMENTS // max(1, width))
+
+
 def logsumexp_rows(x: Tensor) -> Tensor:
     """torch.logsumexp(x, -1) of a wide x (N, V) of any float dtype: (N,) in float32 (float64
     for float64 x), summed over rows in chunks of about LSE_CHUNK_ELEMENTS.
@@ -29,7 +34,7 @@ def logsumexp_rows(x: Tensor) -> Tensor:
     the chunked torch.logsumexp, the same to float32 rounding."""
     N, V = x.shape
     acc = torch.promote_types(x.dtype, torch.float32)
-    rows = min(N, max(1, LSE_CHUNK_ELEMENTS // max(1, V)))
+    rows = min(N, chunk_rows(V))
     buffer = x.new_empty(rows, V, dtype=acc)
     sums = x.new_empty(N, dtype=acc)
     for i in range(0, N, rows):
