@@ -213,8 +213,10 @@ class Attention(nn.Module):
             return self.key_proj(memory)
         return memory
 
-    def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """query: (B, Hq) or (B, T, Hq);  keys from `precompute_keys`  ->  (B, S) or (B, T, S)"""
+    def score(self, query: Tensor, keys: Tensor, query_proj=None) -> Tensor:
+        """query: (B, Hq) or (B, T, Hq);  keys from `precompute_keys`  ->  (B, S) or (B, T, S).
+        query_proj: what computes W s for the additive score in place of the module's own
+        `query_proj` (a decoder's loop passes a `StepLinear` of the same weight)."""
         if self.kind == "dot":
             return dot(query, keys)
         if self.kind == "scaled_dot":
@@ -222,16 +224,18 @@ class Attention(nn.Module):
         if self.kind == "general":
             return general(query, keys)
         # W s through the module (a decoding copy may have made it a bfloat16 product)
-        return additive_from_projection(self.query_proj(query), keys, self.v)
+        project = self.query_proj if query_proj is None else query_proj
+        return additive_from_projection(project(query), keys, self.v)
 
     def forward(
-        self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None
+        self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None,
+        query_proj=None,
     ) -> tuple[Tensor, Tensor]:
         """query: (B, Hq) or (B, T, Hq);  keys: from `precompute_keys`;  values: (B, S, M)
-        (usually the memory);  mask: bool (B, S) or None
+        (usually the memory);  mask: bool (B, S) or None;  query_proj: see `score`
         ->  context (B, M) or (B, T, M),  weights (B, S) or (B, T, S)
         """
-        return attend(self.score(query, keys), values, mask)
+        return attend(self.score(query, keys, query_proj), values, mask)
 
     def extra_repr(self) -> str:
         extra = f", attention_size={self.attention_size}" if self.kind == "additive" else ""

@@ -29,7 +29,9 @@ T target length, E embedding, H hidden, M memory (= encoder output) size, V voca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +42,7 @@ from seqlab.config import ModelConfig
 from seqlab.losses import linear_cross_entropy
 from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
+from seqlab.shared_weights import StepLinear
 from seqlab.vocab import PAD
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -164,6 +167,17 @@ class Bridge(nn.Module):
         return self._map(final, self.h if self.kind == "learned" else None)
 
 
+class StepMaps(NamedTuple):
+    """The maps one decoder step applies: the modules themselves (`Decoder.step_maps`), or,
+    in a loop over the target that back-propagates, `StepLinear`s of the same weights
+    (`Decoder.loop_maps`: each weight's gradient summed over the loop in one product)."""
+
+    rnn: Callable  # (x (B, I), hidden) -> (s (B, H), hidden)
+    query: Callable | None  # s -> W s of the additive score (None: the attention's own)
+    combine: Callable  # [s; c] (B, H + M) -> W_c [s; c] + b_c
+    out: Callable  # a (B, H) -> logits W_o a + b_o (B, V)
+
+
 class Decoder(nn.Module):
     """One step at a time: (y_{t-1}, state, memory) -> (logits (B, V), state, weights (B, S))."""
 
@@ -193,29 +207,45 @@ class Decoder(nn.Module):
     def _top(self, hidden: State) -> Tensor:
         return (hidden[0] if isinstance(hidden, tuple) else hidden)[-1]  # (B, H)
 
+    def step_maps(self) -> StepMaps:
+        """The modules a step applies (decoding, and loops without gradients)."""
+        return StepMaps(self.rnn.step, None, self.combine, self.out)
+
+    def loop_maps(self) -> StepMaps:
+        """The same maps for one pass of a loop over the target that back-propagates: each
+        weight a `StepLinear`, its gradient one product over the loop's steps, and the
+        cells' equations for the recurrent step (`Recurrent.stepper`). Make one per pass."""
+        query = None
+        if self.attention is not None and self.attention.kind == "additive":
+            query = StepLinear(self.attention.query_proj.weight)
+        return StepMaps(self.rnn.stepper(), query,
+                        StepLinear(self.combine.weight, self.combine.bias),
+                        StepLinear(self.out.weight, self.out.bias))
+
     def advance(self, prev: Tensor, state: DecoderState, memory: Memory):
         """The step without the output layer: -> a_t (B, H), new state, weights (B, S) | None."""
-        return self._advance(self.dropout(self.embed(prev)), state, memory)
+        return self._advance(self.dropout(self.embed(prev)), state, memory, self.step_maps())
 
-    def _advance(self, emb: Tensor, state: DecoderState, memory: Memory):
+    def _advance(self, emb: Tensor, state: DecoderState, memory: Memory, maps: StepMaps):
         """`advance` from the embedded (and dropped-out) previous token emb (B, E)."""
         weights = None
         if self.style == "luong":
             rnn_in = torch.cat([emb, state.feed], -1) if self.input_feeding else emb
-            s, hidden = self.rnn.step(rnn_in, state.hidden)  # s: (B, H)
-            context, weights = self._attend(s, memory)
+            s, hidden = maps.rnn(rnn_in, state.hidden)  # s: (B, H)
+            context, weights = self._attend(s, memory, maps.query)
         else:
             if self.style == "bahdanau":
                 query = self._top(state.hidden)  # s_{t-1}
-                context, weights = self._attend(query, memory)
+                context, weights = self._attend(query, memory, maps.query)
             else:  # plain context-vector seq2seq
                 final = memory.final[0] if isinstance(memory.final, tuple) else memory.final
                 context = memory.per_row(final)
-            s, hidden = self.rnn.step(torch.cat([emb, context], -1), state.hidden)
-        a = torch.tanh(self.combine(torch.cat([s, context], -1)))  # (B, H)
+            s, hidden = maps.rnn(torch.cat([emb, context], -1), state.hidden)
+        a = torch.tanh(maps.combine(torch.cat([s, context], -1)))  # (B, H)
         return a, DecoderState(hidden, a if self.input_feeding else None), weights
 
-    def _attend(self, query: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+    def _attend(self, query: Tensor, memory: Memory,
+                query_proj: Callable | None = None) -> tuple[Tensor, Tensor]:
         """One step's attention: query (N, Hq) -> context (N, M), weights (N, S).
 
         With memory.copies = k > 1, the k queries of a sentence attend to its one stored
@@ -223,9 +253,10 @@ class Decoder(nn.Module):
         instead of k matrix-vector products over k copies of the source."""
         k = memory.copies
         if k == 1:
-            return self.attention(query, memory.keys, memory.states, memory.source_mask)
+            return self.attention(query, memory.keys, memory.states, memory.source_mask,
+                                  query_proj)
         context, weights = self.attention(query.view(-1, k, query.size(-1)), memory.keys,
-                                          memory.states, memory.source_mask)
+                                          memory.states, memory.source_mask, query_proj)
         return context.flatten(0, 1), weights.flatten(0, 1)
 
     def project(self, a: Tensor) -> Tensor:
@@ -267,15 +298,16 @@ class Decoder(nn.Module):
         # update of the (V, E) table, not T dense (V, E) gradients summed step by step (a
         # seventh of a training step's time on the peers' model, benchmarks/README.md).
         gold = None if sampling else self.dropout(self.embed(tgt_in))  # (B, T, E)
+        maps = self.loop_maps() if torch.is_grad_enabled() else self.step_maps()
         outputs, all_weights, logits = [], [], []
         prev = tgt_in[:, 0]
         for t in range(T):
             emb = self.dropout(self.embed(prev)) if gold is None else gold[:, t]
-            a, state, weights = self._advance(emb, state, memory)
+            a, state, weights = self._advance(emb, state, memory, maps)
             outputs.append(a)
             all_weights.append(weights)
             if sampling:
-                logits.append(self.project(a))
+                logits.append(maps.out(self.dropout(a)))
             if t + 1 < T:
                 prev = tgt_in[:, t + 1]
                 if sampling:

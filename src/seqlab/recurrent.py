@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqlab.cells import gru_step, lstm_step, rnn_step
+from seqlab.cells import gru_step, gru_update, lstm_step, lstm_update, rnn_step, rnn_update
+from seqlab.shared_weights import StepLinear
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +183,31 @@ class Recurrent(nn.Module):
             return gru_step(gx, state, w_hh, b_hh, self.reset_after)
         return rnn_step(gx, state, w_hh, b_hh, self.nonlinearity)
 
+    def _recurrence(self, layer: int, direction: int):
+        """(gx = W_ih x + b_ih, state) -> new state, for one layer and direction of a loop
+        over time: the recurrent product W_hh h + b_hh is a `StepLinear`, its gradient summed
+        over the loop in one product (the reset-before GRU, whose product splits around r,
+        steps `gru_step` as it is). Make one per pass."""
+        _, w_hh, _, b_hh = self._weights(layer, direction)
+        if self.cell == "gru" and not self.reset_after:
+            return lambda gx, h: gru_step(gx, h, w_hh, b_hh, reset_after=False)
+        hh = StepLinear(w_hh, b_hh)
+        if self.cell == "lstm":
+            return lambda gx, state: lstm_update(gx, hh(state[0]), state[1])
+        if self.cell == "gru":
+            return lambda gx, h: gru_update(gx, hh(h), h)
+        return lambda gx, h: rnn_update(gx, hh(h), self.nonlinearity)
+
     def _run_direction(self, x: Tensor, state: State, layer: int, direction: int, mask):
         """One layer, one direction over all steps. x: (B, S, I) -> out (B, S, H), final."""
-        w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
+        w_ih, _, b_ih, _ = self._weights(layer, direction)
         gx = F.linear(x, w_ih, b_ih).transpose(0, 1)  # (S, B, G*H): all input products at once
+        recurrence = self._recurrence(layer, direction)
         S = gx.shape[0]
         steps = range(S - 1, -1, -1) if direction else range(S)
         outs: list[Tensor] = [None] * S  # type: ignore[list-item]
         for t in steps:
-            new = self._step(gx[t], state, w_hh, b_hh)
+            new = recurrence(gx[t], state)
             if mask is not None:  # padded step: keep the state, output zero
                 m = mask[t]
                 if self.cell == "lstm":
@@ -213,16 +230,31 @@ class Recurrent(nn.Module):
         if self.backend == "fused":
             out, state = self.rnn(x.unsqueeze(1), state)
             return out[:, 0], state
+        return self.stepper()(x, state)
+
+    def stepper(self):
+        """`step` for a loop over time: (x (B, I), state or None) -> (output (B, H), state),
+        the cells' equations whichever the backend, every product a `StepLinear` (its weight
+        gradient summed over the loop in one product; seqlab.shared_weights). Make one per
+        pass through the loop, before it."""
+        if self.directions != 1:
+            raise ValueError("stepper() needs a unidirectional layer")
+        layers = []
+        for k in range(self.num_layers):
+            w_ih, _, b_ih, _ = self._weights(k, 0)
+            layers.append((StepLinear(w_ih, b_ih), self._recurrence(k, 0)))
+        return lambda x, state: self._step_layers(layers, x, state)
+
+    def _step_layers(self, layers, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         B = x.shape[0]
         if state is None:
             zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
             state = (zeros, zeros) if self.cell == "lstm" else zeros
         new_states = []
         layer_input = x
-        for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self._weights(k, 0)
+        for k, (ih, recurrence) in enumerate(layers):
             prev = (state[0][k], state[1][k]) if self.cell == "lstm" else state[k]
-            new = self._step(F.linear(layer_input, w_ih, b_ih), prev, w_hh, b_hh)
+            new = recurrence(ih(layer_input), prev)
             new_states.append(new)
             layer_input = new[0] if self.cell == "lstm" else new
             if k < self.num_layers - 1 and self.dropout > 0:
