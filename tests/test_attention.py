@@ -266,3 +266,22 @@ def test_additive_without_autograd_under_bfloat16_autocast(monkeypatch):
         one_go = additive(q, keys, w, v.clone().requires_grad_())
     torch.testing.assert_close(chunked.float(), one_go.float(), atol=0.1, rtol=0.02)
     torch.testing.assert_close(chunked_bf16_keys.float(), one_go.float(), atol=0.1, rtol=0.02)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_step_under_cpu_autocast_attends_in_float32(kind):
+    """A decoder step's attention under CPU bfloat16 autocast is the float32 computation (to
+    float32 rounding); all T queries at once stay in bfloat16."""
+    torch.manual_seed(0)
+    att = Attention(kind, 8, 8)
+    memory, query = torch.randn(3, 5, 8), torch.randn(3, 8)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    keys = att.precompute_keys(memory)
+    want = att(query, keys, memory, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = att(query, keys, memory, mask)
+        steps, _ = att(query.unsqueeze(1).expand(3, 4, 8), keys, memory, mask)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+    assert steps.dtype == torch.bfloat16

@@ -30,7 +30,7 @@ T target length, E embedding, H hidden, M memory (= encoder output) size, V voca
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -299,6 +299,9 @@ class Decoder(nn.Module):
         # seventh of a training step's time on the peers' model, benchmarks/README.md).
         gold = None if sampling else self.dropout(self.embed(tgt_in))  # (B, T, E)
         maps = self.loop_maps() if torch.is_grad_enabled() else self.step_maps()
+        if memory.keys is not None and memory.keys.device.type == "cpu" \
+                and torch.is_autocast_enabled("cpu"):  # the steps attend in float32
+            memory = replace(memory, keys=memory.keys.float())  # (Attention.forward): cast once
         outputs, all_weights, logits = [], [], []
         prev = tgt_in[:, 0]
         for t in range(T):
