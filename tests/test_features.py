@@ -232,6 +232,21 @@ def test_translate_output_file_gets_the_text_and_stdout_nothing(model_dir, src_f
 # evaluate
 
 
+def test_evaluate_reads_the_checkpoint_once(model_dir, tmp_path, capsys, monkeypatch):
+    import seqlab.checkpoint as checkpoint
+
+    reads = []
+    load = checkpoint.load_checkpoint
+    monkeypatch.setattr(checkpoint, "load_checkpoint",
+                        lambda path, **kw: reads.append(path) or load(path, **kw))
+    pairs = make_dataset("reverse", 5, seed=9, split="test")
+    src = write_lines(tmp_path / "test.src", [s for s, _ in pairs])
+    ref = write_lines(tmp_path / "test.ref", [t for _, t in pairs])
+    code, _, err = run(["evaluate", model_dir, "--src", src, "--ref", ref, "--json"], capsys)
+    assert code == 0, err
+    assert len(reads) == 1, reads
+
+
 def test_evaluate_text_lines_match_json(model_dir, tmp_path, capsys):
     pairs = make_dataset("reverse", 30, seed=9, split="test")
     src = write_lines(tmp_path / "test.src", [s for s, _ in pairs])

@@ -21,6 +21,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -112,15 +113,29 @@ def resolve_checkpoint(model: str | Path) -> Path:
     return p
 
 
-def load_for_prediction(model: str | Path) -> tuple[Path, dict]:
-    """(path, state) of a run directory's best.pt (else last.pt) or of a checkpoint file.
+class ReadCheckpoint(NamedTuple):
+    """A checkpoint read for prediction: the file it came from and what it holds. Pass it
+    on (`problem_of`, a predictor's `from_checkpoint`) to read the file once."""
+
+    where: Path
+    state: dict
+
+
+Checkpointed = str | Path | ReadCheckpoint  # a run directory, a checkpoint file, or either read
+
+
+def load_for_prediction(model: Checkpointed) -> ReadCheckpoint:
+    """(path, state) of a run directory's best.pt (else last.pt) or of a checkpoint file
+    (a ReadCheckpoint: itself).
 
     A damaged best.pt is reported, not replaced by last.pt: last.pt holds other weights (the
     latest validation's, not the best), so using it silently would change the results. The
     message says whether last.pt is readable and how to use it."""
+    if isinstance(model, ReadCheckpoint):
+        return model
     path = resolve_checkpoint(model)
     try:
-        return path, load_checkpoint(path, require=FOR_PREDICTION)
+        return ReadCheckpoint(path, load_checkpoint(path, require=FOR_PREDICTION))
     except CheckpointError as exc:
         if not (Path(model).is_dir() and path.name == "best.pt"):
             raise
@@ -195,7 +210,7 @@ def stored_config(state: dict, path: str | Path, problem: str | None = None):
     return config
 
 
-def problem_of(model: str | Path) -> str:
+def problem_of(model: Checkpointed) -> str:
     """The problem shape a run directory or checkpoint was trained for (one line if unusable)."""
     where, state = load_for_prediction(model)
     return stored_config(state, where).problem
@@ -206,7 +221,7 @@ def with_article(problem: str) -> str:
     return f"an {problem}" if problem == "lm" else f"a {problem}"
 
 
-def open_for_prediction(path: str | Path, device: str, problem: str, decode,
+def open_for_prediction(path: Checkpointed, device: str, problem: str, decode,
                         damaged: str):
     """What a predictor (Translator, Classifier, Generator) needs from a run directory or a
     checkpoint file: (torch device, the file read, its validated config, decode(its problem

@@ -40,11 +40,14 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_speed_options(g) -> None:
-    """--stopping and --precision: how fast a seq2seq model decodes."""
-    g.add_argument("--stopping", choices=("exact", "heuristic"),
+    """--stopping and --precision: how fast a seq2seq model decodes (their choices: the
+    search section's, seqlab.config)."""
+    from seqlab.config import SearchConfig, choices
+
+    g.add_argument("--stopping", choices=choices(SearchConfig, "stopping"),
                    help="beam search: stop a sentence when no open hypothesis can win "
                    "(exact) or when none would win if it ended next (heuristic, faster)")
-    g.add_argument("--precision", choices=("float32", "bfloat16", "int8"),
+    g.add_argument("--precision", choices=choices(SearchConfig, "precision"),
                    help="number format of decoding; int8: quantized output layers (CPU); "
                    "bfloat16: the decoder's products in bf16 (fastest on a CPU with AMX)")
 
@@ -509,18 +512,19 @@ def _chat_lines(terminal: bool):
 
 
 def _cmd_evaluate(args) -> int:
-    from seqlab.checkpoint import problem_of, with_article
+    from seqlab.checkpoint import load_for_prediction, problem_of, with_article
     from seqlab.config import ConfigError
     from seqlab.data import DataError, read_lines
     from seqlab.translate import Translator
 
     _check_options(args)
     _check_output(args.output)
-    problem = problem_of(args.model)
+    checkpoint = load_for_prediction(args.model)  # read once, for the problem and the model
+    problem = problem_of(checkpoint)
     if problem != "seq2seq":
         if args.data is None:
             raise ConfigError(f"{args.model} is {with_article(problem)} model: give --data FILE")
-        return _evaluate_other(args, problem)
+        return _evaluate_other(args, problem, checkpoint)
     if args.src is None or args.ref is None:
         raise ConfigError(f"{args.model} is a seq2seq model: give --src FILE and --ref FILE")
     src, ref = read_lines(args.src), read_lines(args.ref)
@@ -528,7 +532,8 @@ def _cmd_evaluate(args) -> int:
         raise DataError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
     if not any(src):
         raise DataError(f"{args.src}: no sentences (the file is empty): nothing to evaluate")
-    translator = Translator.from_checkpoint(args.model, device=args.device)
+    translator = Translator.from_checkpoint(checkpoint, device=args.device)
+    del checkpoint
     result = translator.evaluate(src, ref, **_search_overrides(args))
     hyps = result.pop("hypotheses")
     if args.output:
@@ -543,14 +548,14 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_other(args, problem: str) -> int:
+def _evaluate_other(args, problem: str, checkpoint) -> int:
     """classify: accuracy, macro-F1, confusion matrix; tag: F1, exact match; lm: nats per
     token, bits per char."""
     if problem == "classify":
         from seqlab.prepare import read_labelled
         from seqlab.problems.classify import Classifier
 
-        classifier = Classifier.from_checkpoint(args.model, device=args.device)
+        classifier = Classifier.from_checkpoint(checkpoint, device=args.device)
         pairs = read_labelled(classifier.config.data, args.data)
         result = classifier.evaluate(pairs.src, pairs.tgt, pairs.source)
         result["skipped_empty"] = pairs.skipped_empty
@@ -563,7 +568,7 @@ def _evaluate_other(args, problem: str) -> int:
     elif problem == "tag":
         from seqlab.problems.tag import Tagger, read_tagged
 
-        tagger = Tagger.from_checkpoint(args.model, device=args.device)
+        tagger = Tagger.from_checkpoint(checkpoint, device=args.device)
         result = tagger.evaluate(read_tagged(tagger.config, args.data))
         text = (f"F1 {100 * result['f1']:.2f}  precision {100 * result['precision']:.2f}  "
                 f"recall {100 * result['recall']:.2f}  accuracy {100 * result['accuracy']:.2f}%"
@@ -573,7 +578,7 @@ def _evaluate_other(args, problem: str) -> int:
         from seqlab.data import read_text
         from seqlab.problems.lm import Generator
 
-        generator = Generator.from_checkpoint(args.model, device=args.device)
+        generator = Generator.from_checkpoint(checkpoint, device=args.device)
         result = generator.evaluate_text(read_text(args.data))
         text = (f"{result['loss']:.4f} nats per token, {result['bpc']:.4f} bits per character, "
                 f"perplexity {result['ppl']:.2f}  ({result['tokens']} tokens, "

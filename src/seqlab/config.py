@@ -275,6 +275,12 @@ PROBLEM_METRICS = {
 }
 
 
+def choices(section: type, name: str) -> tuple:
+    """The values a Literal option of a config section allows, e.g. choices(SearchConfig,
+    "stopping") -> ("exact", "heuristic"): what the command line offers for it."""
+    return get_args(get_type_hints(section)[name])
+
+
 @dataclass
 class Config:
     problem: Literal["seq2seq", "classify", "lm", "tag", "forecast"] = "seq2seq"  # the shape

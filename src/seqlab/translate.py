@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from seqlab.checkpoint import load_weights, open_for_prediction
+from seqlab.checkpoint import Checkpointed, load_weights, open_for_prediction
 from seqlab.config import Config, ConfigError, SearchConfig, check_ranges
 from seqlab.data import DataError, ParallelText, collate, collate_source, encode_pairs
 from seqlab.device import pick_device  # noqa: F401  (also importable from here)
@@ -66,7 +66,7 @@ class Translator:
         self._copies: dict[str, Seq2Seq] = {}  # precision -> the decoding copy, made once
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Translator:
+    def from_checkpoint(cls, path: Checkpointed, device: str = "auto") -> Translator:
         """A run directory (its best.pt) or a checkpoint file, ready on `device`. Each problem
         (no such device, a damaged file, a missing part, weights that its stored config does
         not describe) is one ConfigError / CheckpointError line, before any input is read."""

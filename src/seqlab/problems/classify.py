@@ -60,6 +60,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seqlab.checkpoint import Checkpointed
 from seqlab.config import ClassifyConfig, Config, ModelConfig
 from seqlab.data import DataError, ParallelText, _pad, epoch_batches
 from seqlab.ngrams import featurize, pack
@@ -344,7 +345,7 @@ class Classifier:
         self.codec, self.config, self.device = codec, config, torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Classifier:
+    def from_checkpoint(cls, path: Checkpointed, device: str = "auto") -> Classifier:
         from seqlab.checkpoint import load_weights, open_for_prediction
 
         target, where, config, codec, weights = open_for_prediction(

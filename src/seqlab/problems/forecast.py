@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from seqlab.checkpoint import Checkpointed
 from seqlab.config import Config, ConfigError, ModelConfig
 from seqlab.errors import DataError
 from seqlab.recurrent import Recurrent
@@ -599,7 +600,7 @@ class Forecaster:
         self.scaling, self.config, self.device = scaling, config, torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Forecaster:
+    def from_checkpoint(cls, path: Checkpointed, device: str = "auto") -> Forecaster:
         from seqlab.checkpoint import load_weights, open_for_prediction
 
         target, where, config, scaling, weights = open_for_prediction(

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seqlab.checkpoint import load_weights, open_for_prediction
+from seqlab.checkpoint import Checkpointed, load_weights, open_for_prediction
 from seqlab.config import Config, ConfigError, ModelConfig
 from seqlab.data import DataError, TokenBatchSampler, read_text, text_lines  # noqa: F401
 from seqlab.recurrent import Recurrent, map_state
@@ -607,7 +607,7 @@ class Generator:
         self.device = torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Generator:
+    def from_checkpoint(cls, path: Checkpointed, device: str = "auto") -> Generator:
         """A run directory (its best.pt) or a checkpoint file, ready on `device`; any problem
         (no such device, a damaged file, a checkpoint of another problem, weights that its
         config does not describe) is one ConfigError / CheckpointError line."""

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seqlab.checkpoint import Checkpointed
 from seqlab.config import Config, ModelConfig
 from seqlab.data import DataError, _pad, epoch_batches, read_text, text_lines
 from seqlab.recurrent import Recurrent
@@ -431,7 +432,7 @@ class Tagger:
         self.codec, self.config, self.device = codec, config, torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Tagger:
+    def from_checkpoint(cls, path: Checkpointed, device: str = "auto") -> Tagger:
         from seqlab.checkpoint import load_weights, open_for_prediction
 
         target, where, config, codec, weights = open_for_prediction(

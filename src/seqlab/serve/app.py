@@ -38,8 +38,9 @@ MAX_BODY = 1 << 20  # bytes: a larger request body is a 413
 log = logging.getLogger("seqlab.serve")
 
 
-def load_predictor(run: str | Path, device: str = "auto"):
-    """The predictor of a run directory or checkpoint, whatever its problem shape."""
+def load_predictor(run, device: str = "auto"):
+    """The predictor of a run directory or checkpoint (or of a ReadCheckpoint), whatever its
+    problem shape."""
     from seqlab.checkpoint import problem_of
 
     problem = problem_of(run)
@@ -62,8 +63,11 @@ def create_app(run: str | Path, *, device: str = "auto", limits: Limits | None =
     """The ASGI app serving `run` (its model loaded now: a bad run is one line here, before
     any port is opened). max_batch 1: every request decoded alone (no batching). `search`:
     seq2seq keys of the run's search section set for every request (precision, stopping)."""
+    from seqlab.checkpoint import load_for_prediction
+
     limits = limits or Limits()
-    problem, predictor = load_predictor(run, device)
+    checkpoint = load_for_prediction(run)  # read once: the problem, the model, /model's facts
+    problem, predictor = load_predictor(checkpoint, device)
     cls = SERVICES[problem]
     if problem == "seq2seq":
         predictor.check_inputs([], None, **(search or {}))  # now, not at the first request
@@ -75,7 +79,8 @@ def create_app(run: str | Path, *, device: str = "auto", limits: Limits | None =
         service = cls(predictor, limits)
     batcher = Batcher(service.run if service.items else None, max_items=max_batch,
                       wait_ms=batch_wait_ms)
-    about = _about(run, problem, service, predictor)
+    about = _about(run, checkpoint, problem, service, predictor)
+    del checkpoint  # the weights now live in the model
     about["limits"] = vars(limits) | {"max_body_bytes": max_body}
     about["batching"] = {"max_batch": max_batch, "wait_ms": batch_wait_ms}
 
@@ -143,11 +148,9 @@ def _version() -> str:
     return __version__
 
 
-def _about(run, problem, service, predictor) -> dict:
-    """What /model says about the run."""
-    from seqlab.checkpoint import load_for_prediction
-
-    where, state = load_for_prediction(run)
+def _about(run, checkpoint, problem, service, predictor) -> dict:
+    """What /model says about the run (checkpoint: the ReadCheckpoint it was loaded from)."""
+    where, state = checkpoint
     results = None
     folder = Path(run) if Path(run).is_dir() else Path(run).parent
     try:
