@@ -237,6 +237,11 @@ def test_a_late_request_times_out_and_a_full_queue_is_busy():
                       timeout=0.15, linger=0.4)
     assert all(isinstance(a, RequestTimeout) for a in answers)
     assert calls == [[1]]  # the second had given up before its turn: it is not computed
+    calls.clear()  # collected together, run one key after the other: the same
+    answers = _gather(Batcher(slow, max_items=4, wait_ms=0), [([1], 0), ([2], 1)],
+                      timeout=0.15, linger=0.4)
+    assert all(isinstance(a, RequestTimeout) for a in answers)
+    assert calls == [[1]]
     answers = _gather(Batcher(slow, max_items=1, wait_ms=0, max_queue=2),
                       [([1], 0), ([2, 3], 0)])
     assert answers[0] == [1] and isinstance(answers[1], Busy)
@@ -528,3 +533,18 @@ def test_the_page_translates_hangul_and_draws_the_apis_attention(seq2seq_run, tm
     assert "beam_size 100: over this server's limit of 16" in error
     assert console == [] and hangul
     assert shot.stat().st_size > 10_000
+
+
+def test_each_run_is_read_once(seq2seq_run, other_runs, monkeypatch):
+    """The problem, the model and /model's facts all come from one read of the checkpoint."""
+    import seqlab.checkpoint as checkpoint
+
+    reads = []
+    load = checkpoint.load_checkpoint
+    monkeypatch.setattr(checkpoint, "load_checkpoint",
+                        lambda path, **kw: reads.append(path) or load(path, **kw))
+    for run in [seq2seq_run, *other_runs.values()]:
+        reads.clear()
+        with TestClient(create_app(run, device="cpu")) as c:
+            assert c.get("/model").json()["checkpoint"] == str(reads[0])
+        assert reads == [run / "best.pt"]

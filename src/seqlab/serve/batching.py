@@ -14,7 +14,9 @@ server keeps accepting requests while the model works (and what arrives meanwhil
 next batch). With max_items = 1 every request is a call of its own: the unbatched server.
 
 A request that waits longer than its `timeout` raises RequestTimeout; if it had not started,
-it is dropped from the queue. More than `max_queue` waiting items: Busy, at once.
+it is not computed (also when it was collected with a batch of other keys that ran first);
+a call already running finishes, its answers unused. More than `max_queue` waiting items:
+Busy, at once.
 """
 
 from __future__ import annotations
@@ -140,6 +142,9 @@ class Batcher:
         return [r for r in requests if not r.future.done()]  # timed out while waiting: skip
 
     async def _run_group(self, loop, key: Hashable, group: list[_Request]) -> None:
+        group = [r for r in group if not r.future.done()]  # gave up while others ran: skip
+        if not group:
+            return
         items = [item for r in group for item in r.items]
         try:
             outputs = await loop.run_in_executor(self._executor, self.run, items, key)
