@@ -339,3 +339,35 @@ def test_beam_rows_share_one_copy_of_each_source(kw):
         if t == 2:
             assert shared.copies == K and shared.states.size(0) == 3
     assert shared.copies == 1 and shared.states.size(0) == 4  # the blocks broke: rows copied
+
+
+def _loop_gradients(model, teacher_forcing):
+    """Every parameter's gradient of the training loss, one target row padded."""
+    src, lengths, tgt = _batch()
+    tgt[1, 3:] = PAD
+    model.zero_grad(set_to_none=True)
+    _, loss = model(src, lengths, tgt[:, :-1], tgt[:, 1:], teacher_forcing=teacher_forcing,
+                    generator=torch.Generator().manual_seed(2))
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kw", [
+    dict(cell="gru"),
+    dict(cell="lstm", decoder_layers=2, attention="general"),
+    dict(cell="rnn", attention_style="bahdanau"),
+    dict(cell="gru", backend="cells", gru_reset_after=False, attention="dot"),
+    dict(cell="gru", attention="none", tie_embeddings=True, embedding_size=8),
+    dict(cell="lstm", attention="scaled_dot", decoder_layers=2, backend="cells"),
+])
+@pytest.mark.parametrize("teacher_forcing", [1.0, 0.5])
+def test_decoder_loop_gradients_equal_the_modules(kw, teacher_forcing, monkeypatch):
+    """The teacher-forced loop's `loop_maps` (StepLinears: each weight's gradient one product
+    over the steps, seqlab.shared_weights) against the same loop through its own modules."""
+    model, _ = _model(input_feeding=True, **kw)
+    got = _loop_gradients(model, teacher_forcing)
+    monkeypatch.setattr(model.decoder, "loop_maps", model.decoder.step_maps)
+    want = _loop_gradients(model, teacher_forcing)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)

@@ -1,15 +1,12 @@
 """StepLinear: a weight shared across the steps of a loop, its gradient summed over the steps
 in one product, against autograd's step-by-step sum (float64, so the two orders agree to
-rounding); and the decoder's loop with `loop_maps` against the same loop with its modules."""
+rounding). The decoder's loop with `loop_maps` against its own modules: tests/test_model.py."""
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from seqlab.config import ModelConfig
-from seqlab.model import build_model
 from seqlab.shared_weights import StepLinear
-from seqlab.vocab import PAD
 
 B, I, H, T = 3, 4, 5, 6
 
@@ -134,51 +131,3 @@ def test_bfloat16_autocast_like_f_linear():
     for g, w in zip(got, want):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, w, rtol=2e-2, atol=2e-2 * w.abs().max().item())
-
-
-# ---------------------------------------------------------------------------------------------
-# The decoder's loop: loop_maps (StepLinears, the cells' step) against its own modules
-
-V_SRC, V_TGT = 13, 11
-
-
-def _batch():
-    g = torch.Generator().manual_seed(1)
-    lengths = torch.tensor([6, 3, 1, 4])
-    src = torch.randint(4, V_SRC, (4, 6), generator=g)
-    for b, n in enumerate(lengths):
-        src[b, n:] = PAD
-    tgt = torch.randint(4, V_TGT, (4, 5), generator=g)
-    tgt[1, 3:] = PAD
-    return src, lengths, tgt
-
-
-def _decoder_grads(model, teacher_forcing):
-    src, lengths, tgt = _batch()
-    model.zero_grad(set_to_none=True)
-    _, loss = model(src, lengths, tgt[:, :-1], tgt[:, 1:], teacher_forcing=teacher_forcing,
-                    generator=torch.Generator().manual_seed(2))
-    loss.backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-@pytest.mark.parametrize("kw", [
-    dict(cell="gru"),
-    dict(cell="lstm", decoder_layers=2, attention="general"),
-    dict(cell="rnn", attention_style="bahdanau"),
-    dict(cell="gru", backend="cells", gru_reset_after=False, attention="dot"),
-    dict(cell="gru", attention="none", tie_embeddings=True, embedding_size=8),
-    dict(cell="lstm", attention="scaled_dot", decoder_layers=2, backend="cells"),
-])
-@pytest.mark.parametrize("teacher_forcing", [1.0, 0.5])
-def test_decoder_loop_gradients_equal_the_modules(kw, teacher_forcing, monkeypatch):
-    torch.manual_seed(0)
-    cfg = ModelConfig(**{"hidden_size": 8, "embedding_size": 6, "dropout": 0.0,
-                         "input_feeding": True, **kw})
-    model = build_model(cfg, V_SRC, V_TGT).double().train()
-    got = _decoder_grads(model, teacher_forcing)
-    monkeypatch.setattr(model.decoder, "loop_maps", model.decoder.step_maps)
-    want = _decoder_grads(model, teacher_forcing)
-    assert got.keys() == want.keys()
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
