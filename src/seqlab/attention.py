@@ -158,6 +158,12 @@ def attend(scores: Tensor, values: Tensor, mask: Tensor | None = None) -> tuple[
     return context, weights
 
 
+def steps_in_float32(x: Tensor) -> bool:
+    """Whether one decoder step's attention on x's device runs in float32 (CPU autocast; see
+    `Attention.forward`): the stepped decoder then casts its keys to float32 once per batch."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+
+
 class Attention(nn.Module):
     """The parameters of one score function, and the two calls a decoder makes:
 
@@ -243,7 +249,7 @@ class Attention(nn.Module):
         at once (B, T, Hq) stay in bfloat16, where the (B, T, S, A) tanh is memory-bound
         (95 ms, against 103 in float32).
         """
-        if query.dim() == 2 and query.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if query.dim() == 2 and steps_in_float32(query):
             with torch.autocast("cpu", enabled=False):
                 scores = self.score(query.float(), keys.float(), query_proj)
                 return attend(scores, values.float(), mask)

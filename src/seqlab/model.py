@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seqlab.attention import Attention
+from seqlab.attention import Attention, steps_in_float32
 from seqlab.config import ModelConfig
 from seqlab.losses import linear_cross_entropy
 from seqlab.recurrent import Recurrent, map_state
@@ -299,9 +299,8 @@ class Decoder(nn.Module):
         # seventh of a training step's time on the peers' model, benchmarks/README.md).
         gold = None if sampling else self.dropout(self.embed(tgt_in))  # (B, T, E)
         maps = self.loop_maps() if torch.is_grad_enabled() else self.step_maps()
-        if memory.keys is not None and memory.keys.device.type == "cpu" \
-                and torch.is_autocast_enabled("cpu"):  # the steps attend in float32
-            memory = replace(memory, keys=memory.keys.float())  # (Attention.forward): cast once
+        if memory.keys is not None and steps_in_float32(memory.keys):  # cast once, not per step
+            memory = replace(memory, keys=memory.keys.float())
         outputs, all_weights, logits = [], [], []
         prev = tgt_in[:, 0]
         for t in range(T):

@@ -21,6 +21,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,12 +34,15 @@ from seqlab.serve.batching import Batcher, Busy, RequestTimeout
 from seqlab.serve.limits import Limits
 from seqlab.serve.services import SERVICES, InputError
 
+if TYPE_CHECKING:
+    from seqlab.checkpoint import Checkpointed
+
 PAGE = Path(__file__).parent / "page"
 MAX_BODY = 1 << 20  # bytes: a larger request body is a 413
 log = logging.getLogger("seqlab.serve")
 
 
-def load_predictor(run, device: str = "auto"):
+def load_predictor(run: Checkpointed, device: str = "auto"):
     """The predictor of a run directory or checkpoint (or of a ReadCheckpoint), whatever its
     problem shape."""
     from seqlab.checkpoint import problem_of
