@@ -42,7 +42,7 @@ MAX_BODY = 1 << 20  # bytes: a larger request body is a 413
 log = logging.getLogger("seqlab.serve")
 
 
-def load_predictor(run: Checkpointed, device: str = "auto"):
+def load_predictor(run: "Checkpointed", device: str = "auto"):
     """The predictor of a run directory or checkpoint (or of a ReadCheckpoint), whatever its
     problem shape."""
     from seqlab.checkpoint import problem_of
