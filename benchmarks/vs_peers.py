@@ -71,7 +71,7 @@ sed -e "s#models/onmt_gru_bench#$MD#g" \
     "$PEERS_DIR/configs/onmt_gru.yaml" > cfg/$TAG.yaml
 "$ONMT_BIN/onmt_build_vocab" -config cfg/$TAG.yaml -n_sample -1 > logs/${TAG}_vocab.log 2>&1
 set +e
-timeout -s INT "$MINUTES" "$ONMT_BIN/onmt_train" -config cfg/$TAG.yaml > logs/${TAG}_train.log 2>&1
+timeout -s INT -k 120 "$MINUTES" "$ONMT_BIN/onmt_train" -config cfg/$TAG.yaml > logs/${TAG}_train.log 2>&1
 echo "train exit: $?"
 """
 SEQLAB_CURVE = r"""
