@@ -71,11 +71,13 @@ sed -e "s#models/onmt_gru_bench#$MD#g" \
     "$PEERS_DIR/configs/onmt_gru.yaml" > cfg/$TAG.yaml
 "$ONMT_BIN/onmt_build_vocab" -config cfg/$TAG.yaml -n_sample -1 > logs/${TAG}_vocab.log 2>&1
 set +e
-timeout -s INT -k 120 "$MINUTES" "$ONMT_BIN/onmt_train" -config cfg/$TAG.yaml > logs/${TAG}_train.log 2>&1
+timeout -s INT -k 120 "$MINUTES" "$ONMT_BIN/onmt_train" -config cfg/$TAG.yaml \
+  > logs/${TAG}_train.log 2>&1
 echo "train exit: $?"
 """
 SEQLAB_CURVE = r"""
 import json, sys
+from pathlib import Path
 from seqlab.data import read_parallel
 from seqlab.metrics import bleu
 from seqlab.translate import Translator
@@ -83,7 +85,7 @@ run, config_test, search = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 pairs = read_parallel(*json.loads(config_test))
 src, ref = pairs.src, pairs.tgt
 out = []
-for path in sorted(__import__("pathlib").Path(run).glob("step-*.pt")):
+for path in sorted(Path(run).glob("step-*.pt")):
     hyps = Translator.from_checkpoint(str(path), device="cpu").translate(src, **search)
     out.append({"step": int(path.stem.split("-")[1]),
                 "test_bleu": round(bleu(hyps, ref).score, 2),
@@ -119,23 +121,22 @@ def onmt_translate(onmt_bin: Path, checkpoint: Path, src: Path, out: Path, beam:
                     "-alpha", "1.0"], env=env, check=True, capture_output=True)
 
 
-def onmt_scores(work: Path, tag: str, joey_py: Path, env: dict) -> dict:
-    """OpenNMT-py's checkpoints: the best by greedy validation BLEU (lowercased), then val
-    and test2016 with greedy search and beam 5."""
-    onmt_bin = work.parent / "onmt-venv" / "bin"
+def onmt_scores(work: Path, tag: str, onmt_bin: Path, joey_py: Path, env: dict) -> dict:
+    """OpenNMT-py's checkpoints: the best by greedy validation BLEU (lowercased; the earliest
+    of equals), then val and test2016 with greedy search and beam 5."""
     data, raw, hyps = work / "data", work / "data" / "raw", work / "hyps"
     checkpoints = sorted((work / "models" / tag).glob("model_step_*.pt"),
                          key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     if not checkpoints:
         sys.exit(f"OpenNMT-py saved no checkpoint: see {work / 'logs' / (tag + '_train.log')}")
-    by_step = {}
+    val_jobs = []
     for ckpt in checkpoints:
         hyp = hyps / f"{tag}_val_greedy_{ckpt.stem}.txt"
         onmt_translate(onmt_bin, ckpt, data / "val.de", hyp, 1, env)
-        by_step[ckpt] = score(joey_py, [("val", str(hyp), str(raw / "val.en"))])["val"]
-        print(f"  OpenNMT-py {ckpt.name}: val greedy BLEU lc {by_step[ckpt]['bleu_lc']}",
-              flush=True)
-    best = max(checkpoints, key=lambda c: (by_step[c]["bleu_lc"], -checkpoints.index(c)))
+        val_jobs.append((ckpt.name, str(hyp), str(raw / "val.en")))
+    val_bleu = {name: s["bleu_lc"] for name, s in score(joey_py, val_jobs).items()}
+    print("  OpenNMT-py val greedy BLEU lc by checkpoint:", val_bleu, flush=True)
+    best = max(checkpoints, key=lambda c: val_bleu[c.name])  # max keeps the first of equals
     jobs = []
     for split in ("val", "test2016"):
         for mode, beam in (("greedy", 1), ("beam5", 5)):
@@ -143,11 +144,12 @@ def onmt_scores(work: Path, tag: str, joey_py: Path, env: dict) -> dict:
             onmt_translate(onmt_bin, best, data / f"{split}.de", hyp, beam, env)
             jobs.append((f"{split}_{mode}", str(hyp), str(raw / f"{split}.en")))
     return {"best_checkpoint": best.name, "scores": score(joey_py, jobs),
-            "val_greedy_by_checkpoint": {c.name: by_step[c]["bleu_lc"] for c in checkpoints}}
+            "val_greedy_by_checkpoint": val_bleu}
 
 
-def seqlab_curve(args, work_env: dict, search: dict) -> list[dict]:
-    """test2016 BLEU of each kept checkpoint of the seqlab run, with its training time."""
+def seqlab_curve(args, records: list[dict], work_env: dict, search: dict) -> list[dict]:
+    """test2016 BLEU of each kept checkpoint of the seqlab run, with its training time
+    (records: the run's metrics.jsonl)."""
     from seqlab.config import load_config
 
     config = load_config(args.config, args.set)
@@ -155,9 +157,7 @@ def seqlab_curve(args, work_env: dict, search: dict) -> list[dict]:
     test = json.dumps([str(d.path(d.test)), d.src, d.tgt])
     out = subprocess.check_output([sys.executable, "-c", SEQLAB_CURVE, args.out_run, test,
                                    json.dumps(search)], env=work_env)
-    elapsed = {r["step"]: r["elapsed"] for r in
-               map(json.loads, (Path(args.out_run) / "metrics.jsonl").read_text().splitlines())
-               if "valid_bleu" in r}
+    elapsed = {r["step"]: r["elapsed"] for r in records if "valid_bleu" in r}
     return [dict(point, minutes=round(elapsed[point["step"]] / 60, 1))
             for point in json.loads(out)]
 
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(rc.values()):
         sys.exit(f"failed: {rc}; see {log['peer']} / {log['seqlab']}")
 
-    # after training, nothing else runs: the peer's decoding and seqlab's curve side by side
+    # after training, nothing else runs: the peer's decoding, then seqlab's curve
     seqlab = json.loads(ours_results.read_text())
     if args.peer == "joeynmt":
         raw = work / "data" / "raw"
@@ -229,15 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         peer_result = {"config": str(peers / "configs" / "onmt_gru.yaml"),
                        "checkpoint_every": args.onmt_checkpoint_steps,
                        **onmt_steps(work / "logs" / f"{tag}_train.log"),
-                       **onmt_scores(work, tag, joey_py,
+                       **onmt_scores(work, tag, onmt_bin, joey_py,
                                      dict(env, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"))}
-    curve = seqlab_curve(args, env, seqlab["recipe_search"])
     ours_scores = {f"{split}_{mode}": {k: seqlab["scores"][name][search][k]
                                        for k in ("bleu", "bleu_lc", "chrf")}
                    for split, name in (("val", "valid"), ("test2016", "test"))
                    for mode, search in (("greedy", "greedy"), ("beam5", "recipe"))}
     records = [json.loads(line) for line in
                (Path(args.out_run) / "metrics.jsonl").read_text().splitlines()]
+    curve = seqlab_curve(args, records, env, seqlab["recipe_search"])
     target = peer_result["scores"]["test2016_beam5"]["bleu_lc"]
     reached = next((point for point in curve if point["test_bleu_lc"] >= target), None)
     result = {
