@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import seqlab.plots as plots
-from seqlab.plots import plot_attention, plot_curves, plot_gradient_flow
+from seqlab.plots import plot_attention, plot_gradient_flow, plot_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SRC_KO = ["▁나는", "▁학교", "에", "▁갑니다", ".", "<eos>"]
@@ -184,22 +184,22 @@ def test_curves_write_png(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        out = plot_curves(log, tmp_path / "curves.png")
+        out = plot_runs({"run": log}, tmp_path / "curves.png")
     assert _glyph_problems(records, caplog) == []
     w, h = _png_size(out)
-    # three panels (loss, perplexity, score) are taller than one
-    w1, h1 = _png_size(plot_curves(log, tmp_path / "loss.png", keys=("train_loss",)))
+    # three rows of panels (loss, perplexity, score) are taller than one
+    w1, h1 = _png_size(plot_runs({"run": log}, tmp_path / "loss.png", keys=("train_loss",)))
     assert h > 2 * h1
 
 
 def test_curves_need_a_known_key(tmp_path):
     log = _write_log(tmp_path / "metrics.jsonl")
     with pytest.raises(ValueError, match=r"none of \['accuracy'\].*'train_loss'"):
-        plot_curves(log, tmp_path / "c.png", keys=("accuracy",))
+        plot_runs({"run": log}, tmp_path / "c.png", keys=("accuracy",))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"loss": 1.0}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
-        plot_curves(bad, tmp_path / "c.png")
+        plot_runs({"bad": bad}, tmp_path / "c.png")
 
 
 def test_gradient_flow_single_step_and_series(tmp_path):

@@ -28,7 +28,7 @@ def _fresh_dir(out: Path) -> Path:
 def run_demo(out_dir: str | Path = "runs/demo", overrides=(), quiet: bool = False) -> dict:
     from seqlab.config import load_config
     from seqlab.metrics import exact_match
-    from seqlab.plots import plot_attention, plot_curves
+    from seqlab.plots import plot_attention, plot_runs
     from seqlab.synthetic import make_dataset
     from seqlab.train import train
     from seqlab.translate import Translator
@@ -66,7 +66,7 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides=(), quiet: bool = Fals
                 best.attention, best.src_tokens,  # no <eos> row if cut at the length limit
                 (best.tokens + ["<eos>"])[: best.attention.shape[0]],
                 out / f"attention_{name}.png", title=f"{text} -> {best.text}")))
-    pictures.append(str(plot_curves(out / "metrics.jsonl", out / "curves.png")))
+    pictures.append(str(plot_runs({"demo": out / "metrics.jsonl"}, out / "curves.png")))
     report = {"dataset": "dates", "test_sentences": len(test), "exact_match": accuracy,
               "errors": len(wrong), "examples": {t: n[0].text for t, n in zip(SHOWCASE, shown)},
               "pictures": pictures}

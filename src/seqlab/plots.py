@@ -26,7 +26,6 @@ from typing import Any
 
 FONT_PACKAGE = "koreanize_matplotlib"
 FONT_FILE = "NanumGothic.ttf"
-DEFAULT_CURVE_KEYS = ("train_loss", "valid_loss", "valid_ppl", "valid_bleu", "valid_chrf")
 DPI = 120
 
 
@@ -180,47 +179,6 @@ def _panel(key: str) -> str:
     return "score"
 
 
-def plot_curves(
-    metrics_jsonl_path: str | Path,
-    path: str | Path,
-    keys: Sequence[str] = DEFAULT_CURVE_KEYS,
-) -> Path:
-    """Training curves from a JSON-lines metrics log: one object per line with "step" and
-    numeric values, e.g. {"step": 100, "train_loss": 2.31} or {"step": 500, "valid_bleu": 12.4}.
-
-    Each requested key found in the log is plotted against step, using the lines that have
-    it; losses, perplexities (log scale) and scores (BLEU, chrF, accuracy, ...) go in
-    separate panels. Raises ValueError if none of the keys is in the log. Saved as PNG.
-    """
-    from matplotlib.figure import Figure
-
-    rows = _read_jsonl(metrics_jsonl_path)
-    curves: dict[str, tuple[list[float], list[float]]] = {}
-    for key in keys:
-        points = [(r["step"], r[key]) for r in rows if _is_number(r.get(key))]
-        if points:
-            curves[key] = ([p[0] for p in points], [p[1] for p in points])
-    if not curves:
-        seen = sorted({k for r in rows for k, v in r.items() if k != "step" and _is_number(v)})
-        raise ValueError(f"none of {list(keys)} in {metrics_jsonl_path}; it has {seen}")
-
-    panels = [p for p in ("loss", "perplexity", "score") if any(_panel(k) == p for k in curves)]
-    with _use_hangul_font():
-        fig = Figure(figsize=(6.0, 3.0 * len(panels)))
-        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-        for ax, panel in zip(axes, panels):
-            for key, (steps, values) in curves.items():
-                if _panel(key) == panel:
-                    ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=key)
-            if panel == "perplexity":
-                ax.set_yscale("log")
-            ax.set_ylabel(panel)
-            ax.grid(True, alpha=0.3)
-            ax.legend()
-        axes[-1].set_xlabel("step")
-        return _save(fig, path)
-
-
 RUN_CURVE_KEYS = ("train_loss", "valid_loss", "valid_ppl", "valid_bleu", "valid_chrf",
                   "valid_accuracy", "valid_f1", "valid_macro_f1", "valid_bits_per_char",
                   "valid_mase", "lr")
@@ -251,7 +209,9 @@ def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
             if points:
                 curves[name][key] = points
         if not curves[name]:
-            raise ValueError(f"{metrics}: none of {list(keys)} in it")
+            seen = sorted({k for r in rows for k, v in r.items()
+                           if k not in ("step", "elapsed") and _is_number(v)})
+            raise ValueError(f"{metrics}: none of {list(keys)} in it; it has {seen}")
     used = {k for c in curves.values() for k in c}
     panels = [p for p in ("loss", "perplexity", "score", "learning rate")
               if any(_runs_panel(k) == p for k in used)]
