@@ -69,6 +69,10 @@ CONFIG = HERE / "peers_gru.yaml"
 BATCH_SENTENCES = 64
 FIRST_LOGGED_STEP = 50
 TIME = "/usr/bin/time"
+# OpenNMT-py's decoding settings wherever a benchmark decodes with it (vs_peers.py too): batch
+# 64 sentences, the length limit and GNMT's length penalty that seqlab's decoding uses
+ONMT_DECODE_FLAGS = ["-batch_size", str(BATCH_SENTENCES), "-batch_type", "sents",
+                     "-max_length", "100", "-length_penalty", "wu", "-alpha", "1.0"]
 
 
 # ---------------------------------------------------------------------------- the model's FLOPs
@@ -343,9 +347,8 @@ def decode_onmt(checkpoint: Path, beam: int, rep: int, threads: int) -> dict:
     hyp = WORK / "hyps" / f"speed_onmt_beam{beam}_{rep}.txt"
     log = WORK / "logs" / f"speed_onmt_dec_beam{beam}_{rep}.log"
     usage = run([ONMT_BIN / "onmt_translate", "-model", checkpoint, "-src",
-                 WORK / "data" / "test2016.de", "-output", hyp, "-batch_size", "64",
-                 "-batch_type", "sents", "-beam_size", str(beam), "-max_length", "100",
-                 "-length_penalty", "wu", "-alpha", "1.0", "-report_time"], log, threads)
+                 WORK / "data" / "test2016.de", "-output", hyp, "-beam_size", str(beam),
+                 *ONMT_DECODE_FLAGS, "-report_time"], log, threads)
     return {"gen_s": onmt_seconds(log.read_text(), hyp), **usage, "hyp": hyp}
 
 

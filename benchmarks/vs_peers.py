@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from machine import machine_info, run_main, uptime
+from speed import ONMT_DECODE_FLAGS
 
 HERE = Path(__file__).parent
 PEERS = ("joeynmt", "opennmt")
@@ -116,9 +117,8 @@ def score(python: Path, jobs: list[tuple[str, str, str]]) -> dict:
 def onmt_translate(onmt_bin: Path, checkpoint: Path, src: Path, out: Path, beam: int,
                    env: dict) -> None:
     subprocess.run([str(onmt_bin / "onmt_translate"), "-model", str(checkpoint), "-src", str(src),
-                    "-output", str(out), "-batch_size", "64", "-batch_type", "sents",
-                    "-beam_size", str(beam), "-max_length", "100", "-length_penalty", "wu",
-                    "-alpha", "1.0"], env=env, check=True, capture_output=True)
+                    "-output", str(out), "-beam_size", str(beam), *ONMT_DECODE_FLAGS],
+                   env=env, check=True, capture_output=True)
 
 
 def onmt_scores(work: Path, tag: str, onmt_bin: Path, joey_py: Path, env: dict) -> dict:
