@@ -269,3 +269,60 @@ def test_plot_curves_command_puts_several_runs_on_one_figure(tmp_path, capsys):
     (empty / "metrics.jsonl").write_text('{"step": 1, "other": 2}\n')
     assert main(["plot", "curves", str(empty), "-o", str(tmp_path / "e.png")]) == 2
     assert "none of" in capsys.readouterr().err
+
+
+def _plotted_lines(monkeypatch, runs, tmp_path):
+    """(label, colour, line style) of every curve plot_runs draws, and which panels (by their
+    y label) it puts on a log scale."""
+    from matplotlib.axes import Axes
+
+    lines, logs = [], []
+    plot, set_yscale = Axes.plot, Axes.set_yscale
+
+    def recording_plot(self, *args, **kwargs):
+        lines.append((kwargs["label"], kwargs["color"], args[2]))
+        return plot(self, *args, **kwargs)
+
+    def recording_scale(self, value, **kwargs):
+        logs.append(value)
+        return set_yscale(self, value, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    monkeypatch.setattr(Axes, "set_yscale", recording_scale)
+    plot_runs(runs, tmp_path / "runs.png")
+    return lines, logs
+
+
+def test_plot_runs_tells_keys_apart_in_one_run_and_runs_apart_in_several(tmp_path, monkeypatch):
+    """One run: each key its own colour. Several: one colour per run, and a run's valid
+    curves in one panel (BLEU, chrF) in different line styles; train solid."""
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 10, "train_loss": 2.0, "lr": 1e-3, "elapsed": 6},
+        {"step": 20, "train_loss": 1.5, "lr": 1e-3, "elapsed": 12},
+        {"step": 20, "valid_loss": 1.6, "valid_bleu": 20.0, "valid_chrf": 40.0,
+         "elapsed": 12},
+        {"step": 40, "train_loss": 1.0, "lr": 1e-3, "elapsed": 24},
+        {"step": 40, "valid_loss": 1.2, "valid_bleu": 30.0, "valid_chrf": 50.0,
+         "elapsed": 24}]))
+    lines, _ = _plotted_lines(monkeypatch, {"one": log}, tmp_path)
+    colour = {label: c for label, c, _ in lines}
+    assert len(set(colour.values())) == len(colour) == 5  # train_loss, valid_*, lr
+    lines, _ = _plotted_lines(monkeypatch, {"a": log, "b": log}, tmp_path)
+    for run in ("a", "b"):
+        assert len({c for label, c, _ in lines if label.startswith(run + ":")}) == 1
+    assert {c for label, c, _ in lines if label.startswith("a:")} != \
+        {c for label, c, _ in lines if label.startswith("b:")}
+    style = {label: s for label, _, s in lines}
+    assert style["a: train_loss"] == "-"
+    assert style["a: valid_bleu"] != style["a: valid_chrf"]
+
+
+def test_plot_runs_uses_a_log_scale_only_over_a_decade(tmp_path, monkeypatch):
+    """Perplexities from 30 down to 2: log scale; from 1.009 to 1.001: linear (matplotlib
+    would label a log axis 1.001 x 10^0, ...)."""
+    wide, narrow = tmp_path / "wide.jsonl", tmp_path / "narrow.jsonl"
+    wide.write_text('{"step": 1, "valid_ppl": 30.0}\n{"step": 2, "valid_ppl": 2.0}\n')
+    narrow.write_text('{"step": 1, "valid_ppl": 1.009}\n{"step": 2, "valid_ppl": 1.001}\n')
+    assert _plotted_lines(monkeypatch, {"w": wide}, tmp_path)[1] == ["log", "log"]
+    assert _plotted_lines(monkeypatch, {"n": narrow}, tmp_path)[1] == []

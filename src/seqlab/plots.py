@@ -188,13 +188,35 @@ def _runs_panel(key: str) -> str:
     return "learning rate" if key == "lr" else _panel(key)
 
 
+VALID_STYLES = ("--", ":", "-.")
+
+
+def _line_style(key: str, panel_keys: list[str]) -> str:
+    """Solid for train curves and the learning rate; the valid curves of one panel dashed,
+    dotted, dash-dotted in turn (valid BLEU and chrF of a run share its colour)."""
+    if key.startswith("train") or key == "lr":
+        return "-"
+    valid = [k for k in panel_keys if not (k.startswith("train") or k == "lr")]
+    return VALID_STYLES[valid.index(key) % len(VALID_STYLES)]
+
+
+def _spans_a_decade(values: list[float]) -> bool:
+    """A log scale only where it helps: positive values whose largest is 10x the smallest
+    (below that matplotlib labels a log axis 1.001 x 10^0, 1.002 x 10^0, ...)."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    return bool(positive) and max(positive) >= 10 * min(positive)
+
+
 def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
               keys: Sequence[str] = RUN_CURVE_KEYS) -> Path:
     """Several runs on one figure: for each run (name -> its metrics.jsonl) the curves of
     `keys` it has, against training steps (left column) and against training minutes (right
     column, from each line's "elapsed" seconds); one panel row each for losses, perplexities
-    and the learning rate (log scales), and scores. Colours tell the runs apart (legend:
-    the run names), line styles the keys (solid: train, dashed: valid). Saved as PNG."""
+    and the learning rate (log scales where the values span a decade), and scores. Colours
+    tell the runs apart (legend: the run names), or the keys when there is one run; line
+    styles tell train from valid (solid: train and the learning rate; valid dashed, then
+    dotted and dash-dotted for a panel's further valid keys).
+    Saved as PNG."""
     from matplotlib.figure import Figure
 
     if not runs:
@@ -218,19 +240,24 @@ def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
     with _use_hangul_font():
         fig = Figure(figsize=(11.0, 2.8 * len(panels)))
         axes = fig.subplots(len(panels), 2, sharex="col", squeeze=False)
-        colors = [f"C{i % 10}" for i in range(len(curves))]
+        keys_in_order = [k for k in keys if k in used]
         for row, panel in enumerate(panels):
             for column, x_of in enumerate((lambda p: p[0], lambda p: p[1])):
                 ax = axes[row, column]
-                for color, (name, by_key) in zip(colors, curves.items()):
+                values = []
+                for i, (name, by_key) in enumerate(curves.items()):
                     for key, points in by_key.items():
                         if _runs_panel(key) != panel:
                             continue
-                        style = "-" if key.startswith("train") or key == "lr" else "--"
+                        # colours: the runs, or the keys when there is one run
+                        color = f"C{(i if len(curves) > 1 else keys_in_order.index(key)) % 10}"
+                        style = _line_style(key, [k for k in keys_in_order
+                                                  if _runs_panel(k) == panel])
                         ax.plot([x_of(p) for p in points], [p[2] for p in points], style,
                                 color=color, label=f"{name}: {key}",
                                 marker="." if len(points) < 30 else None)
-                if panel in ("perplexity", "learning rate"):
+                        values += [p[2] for p in points]
+                if panel in ("perplexity", "learning rate") and _spans_a_decade(values):
                     ax.set_yscale("log")
                 ax.grid(True, alpha=0.3)
                 if column == 0:
