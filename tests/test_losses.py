@@ -49,26 +49,33 @@ def test_equals_torch_linear_then_cross_entropy(monkeypatch, eps):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
-def test_under_bfloat16_autocast_like_autocast_runs_torch():
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("a_dtype", [torch.float32, torch.bfloat16],
+                         ids=["a-float32", "a-bfloat16"])
+def test_under_bfloat16_autocast_like_autocast_runs_torch(eps, a_dtype):
     """Products in bfloat16 (the logits come back bfloat16, as F.linear's under autocast),
     the softmax in float32: the loss of autocast's own linear + cross_entropy to float32
-    rounding, gradients within bfloat16 rounding, in the parameters' dtypes."""
+    rounding, gradients within bfloat16 rounding, in the inputs' dtypes. The decoder's
+    attentional vectors reach the loss in bfloat16 (autocast's products made them); a
+    float32 a is a caller's own tensor."""
     a, weight, bias, targets = _problem(n=40, h=32, v=500)
+    a = a.detach().to(a_dtype).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, loss = linear_cross_entropy(a, weight, bias, targets, 0.1)
+        logits, loss = linear_cross_entropy(a, weight, bias, targets, eps)
     loss.backward()
     got = [a.grad, weight.grad, bias.grad]
     for t in (a, weight, bias):
         t.grad = None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want_logits = F.linear(a, weight, bias)
-        want = F.cross_entropy(want_logits, targets, label_smoothing=0.1, reduction="sum")
+        want = F.cross_entropy(want_logits, targets, label_smoothing=eps, reduction="sum")
     want.backward()
     assert logits.dtype == want_logits.dtype == torch.bfloat16
     assert torch.equal(logits, want_logits.detach())
     torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=1e-3)
-    for x, y in zip(got, [a.grad, weight.grad, bias.grad], strict=True):
-        assert x.dtype == torch.float32
+    for x, y, dtype in zip(got, [a.grad, weight.grad, bias.grad], [a_dtype] + 2 * [torch.float32],
+                           strict=True):
+        assert x.dtype == y.dtype == dtype
         torch.testing.assert_close(x, y, rtol=2e-2, atol=2e-2)
 
 

@@ -39,7 +39,8 @@ def test_the_probe_times_a_real_product():
     assert 0 < P.matmul_ms(torch.float32, CPU, shape=(64, 32, 64), repeats=2) < 1000
 
 
-def _config(precision: str, steps: int = 40, train_size: int = 300):
+def _config(precision: str, steps: int = 40, train_size: int = 300,
+            label_smoothing: float = 0.0):
     return config_from_dict({
         "data": {"synthetic": "reverse", "synthetic_train_size": train_size,
                  "synthetic_eval_size": 30},
@@ -47,7 +48,8 @@ def _config(precision: str, steps: int = 40, train_size: int = 300):
         "model": {"embedding_size": 16, "hidden_size": 32, "dropout": 0.0},
         "train": {"batch_tokens": 400, "lr": 0.01, "max_steps": steps, "max_epochs": 1000,
                   "log_every": 10, "valid_every": steps, "valid_samples": 0,
-                  "precision": precision, "early_stopping_metric": "exact_match"},
+                  "precision": precision, "early_stopping_metric": "exact_match",
+                  "label_smoothing": label_smoothing},
         "search": {"batch_size": 50},
     })
 
@@ -70,6 +72,15 @@ def test_bfloat16_training_runs_the_forward_pass_under_autocast(tmp_path):
     assert abs(bf16[-1] - fp32[-1]) < 0.25 * fp32[0]
     model = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)["model"]
     assert {t.dtype for t in model.values()} == {torch.float32}
+
+
+def test_bfloat16_training_with_label_smoothing(tmp_path):
+    """The Multi30k recipe's combination: label smoothing under bfloat16 autocast, where the
+    decoder's attentional vectors reach the loss in bfloat16 (its smoothing term once
+    multiplied them with the float32 weights and stopped the run at the first step)."""
+    train(_config("bfloat16", steps=10, label_smoothing=0.1), tmp_path / "run", quiet=True)
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 1 and losses[0] == losses[0]  # logged at step 10, not NaN
 
 
 @pytest.fixture(scope="module")

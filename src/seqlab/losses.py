@@ -73,9 +73,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             picked = z.gather(1, targets[:, None]).squeeze(1).to(lse.dtype)
             loss = (lse - (1 - label_smoothing) * picked).sum()
             if label_smoothing:  # sum_ij z_ij = (sum_i a_i) . (sum_j W_j) + N sum_j b_j,
-                total = a.sum(0) @ weight.sum(0)  # no pass over the logits
+                # no pass over the logits; from the product's own (rounded) inputs, summed
+                # in the softmax's dtype (a_'s padding rows are zero)
+                acc = lse.dtype
+                total = a_.sum(0, dtype=acc) @ w_.sum(0, dtype=acc)
                 if bias is not None:
-                    total = total + N * bias.sum()
+                    total = total + N * bias.to(dtype).sum(dtype=acc)
                 loss = loss - label_smoothing / V * total.to(lse.dtype)
         ctx.save_for_backward(a_, w_, z_padded, targets, lse)
         ctx.label_smoothing, ctx.has_bias = label_smoothing, bias is not None
