@@ -4,6 +4,7 @@ peer's final test2016 BLEU.
 
     python benchmarks/vs_peers.py --peer opennmt --minutes 60
     python benchmarks/vs_peers.py --peer joeynmt --minutes 60
+    python benchmarks/vs_peers.py --peer seqlab --peer-set train.precision=bfloat16 --minutes 30
 
 Both trainings start together and run side by side, one CPU thread each (on a 2-core machine
 each gets one core, and both share memory bandwidth and caches the same way). The peer trains
@@ -11,7 +12,9 @@ the peers' GRU model (Moses-tokenized, lowercased words, 10k vocabularies per si
 JoeyNMT through the peers' own script (`../shared/peers/joey_full.sh`: its validations, by
 BLEU, count in its budget); OpenNMT-py 3.5.1 with `configs/onmt_gru.yaml` saving a checkpoint
 every 500 steps and validating nothing while it trains (so all its budget is training), the
-checkpoint then chosen by greedy validation BLEU. seqlab trains its recipe through
+checkpoint then chosen by greedy validation BLEU. `--peer seqlab` makes the peer seqlab's
+recipe itself with the `--peer-set` overrides (a lever such as bfloat16 measured at the
+recipe level, each run with the other as its neighbour). seqlab trains its recipe through
 `benchmarks/quality.py` (validations in its budget, best checkpoint by validation BLEU) and
 keeps the checkpoint of every validation. Set the peers up first:
 
@@ -40,7 +43,7 @@ from machine import machine_info, run_main, uptime
 from speed import ONMT_DECODE_FLAGS
 
 HERE = Path(__file__).parent
-PEERS = ("joeynmt", "opennmt")
+PEERS = ("joeynmt", "opennmt", "seqlab")
 ONMT_CHECKPOINT_STEPS = 500
 SCORE = r"""
 import json, sys
@@ -147,19 +150,51 @@ def onmt_scores(work: Path, tag: str, onmt_bin: Path, joey_py: Path, env: dict) 
             "val_greedy_by_checkpoint": val_bleu}
 
 
-def seqlab_curve(args, records: list[dict], work_env: dict, search: dict) -> list[dict]:
-    """test2016 BLEU of each kept checkpoint of the seqlab run, with its training time
+def seqlab_curve(args, run: str, overrides: list[str], records: list[dict], work_env: dict,
+                 search: dict) -> list[dict]:
+    """test2016 BLEU of each kept checkpoint of a seqlab run, with its training time
     (records: the run's metrics.jsonl)."""
     from seqlab.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, overrides)
     d = config.data
     test = json.dumps([str(d.path(d.test)), d.src, d.tgt])
-    out = subprocess.check_output([sys.executable, "-c", SEQLAB_CURVE, args.out_run, test,
+    out = subprocess.check_output([sys.executable, "-c", SEQLAB_CURVE, run, test,
                                    json.dumps(search)], env=work_env)
     elapsed = {r["step"]: r["elapsed"] for r in records if "valid_bleu" in r}
     return [dict(point, minutes=round(elapsed[point["step"]] / 60, 1))
             for point in json.loads(out)]
+
+
+def start_seqlab(args, run: str, overrides: list[str], results: Path, log: Path,
+                 env: dict) -> subprocess.Popen:
+    """seqlab's recipe through quality.py for the budget, keeping every validation's
+    checkpoint (the curve), one thread."""
+    return subprocess.Popen([sys.executable, str(HERE / "quality.py"), args.config,
+                             "--minutes", str(args.minutes), "--out-run", run,
+                             "--set", f"train.threads={args.threads}",
+                             "--set", "train.keep_last=1000",
+                             *sum([["--set", s] for s in overrides], []),
+                             "--results", str(results)],
+                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def seqlab_result(args, run: str, overrides: list[str], results: Path, env: dict) -> dict:
+    """A finished seqlab run: its steps, its best checkpoint's scores (val and test2016,
+    greedy and the recipe's search) and every kept checkpoint's test2016 BLEU."""
+    quality = json.loads(results.read_text())
+    scores = {f"{split}_{mode}": {k: quality["scores"][name][search][k]
+                                  for k in ("bleu", "bleu_lc", "chrf")}
+              for split, name in (("val", "valid"), ("test2016", "test"))
+              for mode, search in (("greedy", "greedy"), ("beam5", "recipe"))}
+    records = [json.loads(line) for line in
+               (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return {"config": args.config, "overrides": overrides, "run": run,
+            "steps": max(r["step"] for r in records),
+            "epochs": max(r.get("epoch", 0) for r in records),
+            "search": quality["recipe_search"], "scores": scores,
+            "test2016_by_checkpoint": seqlab_curve(args, run, overrides, records, env,
+                                                   quality["recipe_search"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for each toolkit")
     p.add_argument("--config", default="configs/multi30k_de_en.yaml")
     p.add_argument("--set", action="append", default=[], help="override for seqlab's recipe")
+    p.add_argument("--peer-set", action="append", default=[],
+                   help="with --peer seqlab: override for the peer's run of the recipe "
+                        "(on top of --set)")
     p.add_argument("--peers", default=str(HERE.parent.parent / "shared" / "peers"))
     p.add_argument("--work", default=os.path.expanduser("~/.cache/seqlab-peers/work"))
     p.add_argument("--onmt-checkpoint-steps", type=int, default=ONMT_CHECKPOINT_STEPS,
@@ -176,47 +214,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-run", help="seqlab's run directory (default runs/vs_PEER)")
     p.add_argument("--results", help="default benchmarks/results/vs_PEER.json")
     args = p.parse_args(argv)
+    if args.peer_set and args.peer != "seqlab":
+        p.error("--peer-set is for --peer seqlab")
+    if args.peer == "seqlab" and not args.peer_set:
+        p.error("--peer seqlab needs --peer-set: what the peer's run changes")
     args.out_run = args.out_run or f"runs/vs_{args.peer}"
     results = Path(args.results or HERE / "results" / f"vs_{args.peer}.json")
 
     peers, work = Path(args.peers).resolve(), Path(args.work)
     joey_py = work.parent / "joey-venv" / "bin" / "python"
     onmt_bin = work.parent / "onmt-venv" / "bin"
-    if not joey_py.exists() or not onmt_bin.exists() or not (work / "data" / "train.de").exists():
+    if args.peer != "seqlab" and not (joey_py.exists() and onmt_bin.exists()
+                                      and (work / "data" / "train.de").exists()):
         sys.exit(f"the peers are not set up: run (cd {peers} && bash setup.sh && bash prepare.sh)")
     threads = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     info = {"machine": machine_info(), "load_before": uptime()}
     ours_results = results.with_name(results.stem + "_seqlab.json")
-    log = {"peer": Path(f"{args.out_run}.{args.peer}.log"),
+    peer_key = "seqlab_peer" if args.peer == "seqlab" else args.peer  # its results entry
+    log = {"peer": Path(f"{args.out_run}.{peer_key}.log"),
            "seqlab": Path(f"{args.out_run}.seqlab.log")}
     log["peer"].parent.mkdir(parents=True, exist_ok=True)
     tag = "joey_full" if args.peer == "joeynmt" else f"onmt_full_{args.minutes:g}min"
+    peer_run = f"{args.out_run}_peer"  # --peer seqlab
+    peer_results = results.with_name(results.stem + "_peer.json")
     start = time.time()
     if args.peer == "joeynmt":
         peer = subprocess.Popen(["bash", str(peers / "joey_full.sh")],
                                 env=dict(env, BUDGET_MIN=str(int(args.minutes)),
                                          WORK_DIR=str(work)),
                                 stdout=open(log["peer"], "w"), stderr=subprocess.STDOUT)
-    else:
+    elif args.peer == "opennmt":
         peer = subprocess.Popen(["bash", "-c", ONMT_TRAIN],
                                 env=dict(env, PEERS_DIR=str(peers), WORK_DIR=str(work), TAG=tag,
                                          EVERY=str(args.onmt_checkpoint_steps),
                                          MINUTES=f"{args.minutes * 60:.0f}s"),
                                 stdout=open(log["peer"], "w"), stderr=subprocess.STDOUT)
-    ours = subprocess.Popen([sys.executable, str(HERE / "quality.py"), args.config,
-                             "--minutes", str(args.minutes), "--out-run", args.out_run,
-                             "--set", f"train.threads={threads}", "--set", "train.keep_last=1000",
-                             *sum([["--set", s] for s in args.set], []),
-                             "--results", str(ours_results)],
-                            env=env, stdout=open(log["seqlab"], "w"), stderr=subprocess.STDOUT)
+    else:
+        peer = start_seqlab(args, peer_run, args.set + args.peer_set, peer_results,
+                            log["peer"], env)
+    ours = start_seqlab(args, args.out_run, args.set, ours_results, log["seqlab"], env)
     rc = {"peer": peer.wait(), "seqlab": ours.wait()}
     wall = round(time.time() - start, 1)
     if any(rc.values()):
         sys.exit(f"failed: {rc}; see {log['peer']} / {log['seqlab']}")
 
     # after training, nothing else runs: the peer's decoding, then seqlab's curve
-    seqlab = json.loads(ours_results.read_text())
     if args.peer == "joeynmt":
         raw = work / "data" / "raw"
         jobs = [(f"{split}_{mode}", str(work / "hyps" / f"{tag}_{split}_{mode}.txt"),
@@ -225,30 +268,23 @@ def main(argv: list[str] | None = None) -> int:
         peer_result = {"config": str(peers / "configs" / "joey_gru_full.yaml"),
                        **joey_steps(work / "logs" / f"{tag}_train.log"),
                        "scores": score(joey_py, jobs)}
-    else:
+    elif args.peer == "opennmt":
         peer_result = {"config": str(peers / "configs" / "onmt_gru.yaml"),
                        "checkpoint_every": args.onmt_checkpoint_steps,
                        **onmt_steps(work / "logs" / f"{tag}_train.log"),
                        **onmt_scores(work, tag, onmt_bin, joey_py,
                                      dict(env, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"))}
-    ours_scores = {f"{split}_{mode}": {k: seqlab["scores"][name][search][k]
-                                       for k in ("bleu", "bleu_lc", "chrf")}
-                   for split, name in (("val", "valid"), ("test2016", "test"))
-                   for mode, search in (("greedy", "greedy"), ("beam5", "recipe"))}
-    records = [json.loads(line) for line in
-               (Path(args.out_run) / "metrics.jsonl").read_text().splitlines()]
-    curve = seqlab_curve(args, records, env, seqlab["recipe_search"])
+    else:
+        peer_result = seqlab_result(args, peer_run, args.set + args.peer_set, peer_results, env)
+    ours = seqlab_result(args, args.out_run, args.set, ours_results, env)
+    curve = ours["test2016_by_checkpoint"]
     target = peer_result["scores"]["test2016_beam5"]["bleu_lc"]
     reached = next((point for point in curve if point["test_bleu_lc"] >= target), None)
     result = {
         "peer": args.peer, "minutes": args.minutes, "threads_each": args.threads,
         "wall_seconds": wall, **info, "load_after": uptime(),
-        args.peer: peer_result,
-        "seqlab": {"config": args.config, "overrides": args.set, "run": args.out_run,
-                   "steps": max(r["step"] for r in records),
-                   "epochs": max(r.get("epoch", 0) for r in records),
-                   "search": seqlab["recipe_search"], "scores": ours_scores,
-                   "test2016_by_checkpoint": curve},
+        peer_key: peer_result,
+        "seqlab": ours,
         "seqlab_minutes_to_peer_test_bleu_lc": {
             "target": target, "minutes": None if reached is None else reached["minutes"],
             "step": None if reached is None else reached["step"]},
@@ -258,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| toolkit | steps | val BLEU greedy / beam 5 (lc) | test2016 BLEU greedy / beam 5 "
           "(lc) | test2016 beam 5 cased | test2016 chrF beam 5 |")
     print("|---|---|---|---|---|---|")
-    for name in (args.peer, "seqlab"):
+    for name in (peer_key, "seqlab"):
         r, s = result[name], result[name]["scores"]
-        print(f"| {name} | {r['steps']} | {s['val_greedy']['bleu_lc']} / "
+        label = f"seqlab, {' '.join(args.peer_set)}" if name == "seqlab_peer" else name
+        print(f"| {label} | {r['steps']} | {s['val_greedy']['bleu_lc']} / "
               f"{s['val_beam5']['bleu_lc']} | {s['test2016_greedy']['bleu_lc']} / "
               f"{s['test2016_beam5']['bleu_lc']} | {s['test2016_beam5']['bleu']} | "
               f"{s['test2016_beam5']['chrf']} |")
