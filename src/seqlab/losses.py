@@ -66,7 +66,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 label_smoothing: float, dtype: torch.dtype):
         with torch.autocast(a.device.type, enabled=False):
             a_, w_ = _padded_rows(a.to(dtype)), weight.to(dtype)
-            z_padded = F.linear(a_, w_, None if bias is None else bias.to(dtype))
+            b_ = None if bias is None else bias.to(dtype)
+            z_padded = F.linear(a_, w_, b_)
             z = z_padded[:a.shape[0]]  # (N, V)
             N, V = z.shape
             lse = logsumexp_rows(z)  # (N,) in the softmax's dtype (float32 for bfloat16 z)
@@ -77,9 +78,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 # in the softmax's dtype (a_'s padding rows are zero)
                 acc = lse.dtype
                 total = a_.sum(0, dtype=acc) @ w_.sum(0, dtype=acc)
-                if bias is not None:
-                    total = total + N * bias.to(dtype).sum(dtype=acc)
-                loss = loss - label_smoothing / V * total.to(lse.dtype)
+                if b_ is not None:
+                    total = total + N * b_.sum(dtype=acc)
+                loss = loss - label_smoothing / V * total
         ctx.save_for_backward(a_, w_, z_padded, targets, lse)
         ctx.label_smoothing, ctx.has_bias = label_smoothing, bias is not None
         ctx.dtypes = (a.dtype, weight.dtype, None if bias is None else bias.dtype)

@@ -191,13 +191,14 @@ def _runs_panel(key: str) -> str:
 VALID_STYLES = ("--", ":", "-.")
 
 
-def _line_style(key: str, panel_keys: list[str]) -> str:
-    """Solid for train curves and the learning rate; the valid curves of one panel dashed,
-    dotted, dash-dotted in turn (valid BLEU and chrF of a run share its colour)."""
-    if key.startswith("train") or key == "lr":
-        return "-"
-    valid = [k for k in panel_keys if not (k.startswith("train") or k == "lr")]
-    return VALID_STYLES[valid.index(key) % len(VALID_STYLES)]
+def _line_styles(panel_keys: list[str]) -> dict[str, str]:
+    """The line style of each key of a panel: solid for train curves and the learning rate;
+    the valid curves dashed, dotted, dash-dotted in turn (a run's valid BLEU and chrF share
+    its colour)."""
+    solid = [k for k in panel_keys if k.startswith("train") or k == "lr"]
+    valid = [k for k in panel_keys if k not in solid]
+    return {**{k: "-" for k in solid},
+            **{k: VALID_STYLES[i % len(VALID_STYLES)] for i, k in enumerate(valid)}}
 
 
 def _spans_a_decade(values: list[float]) -> bool:
@@ -242,6 +243,7 @@ def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
         axes = fig.subplots(len(panels), 2, sharex="col", squeeze=False)
         keys_in_order = [k for k in keys if k in used]
         for row, panel in enumerate(panels):
+            styles = _line_styles([k for k in keys_in_order if _runs_panel(k) == panel])
             for column, x_of in enumerate((lambda p: p[0], lambda p: p[1])):
                 ax = axes[row, column]
                 values = []
@@ -251,9 +253,7 @@ def plot_runs(runs: Mapping[str, str | Path], path: str | Path,
                             continue
                         # colours: the runs, or the keys when there is one run
                         color = f"C{(i if len(curves) > 1 else keys_in_order.index(key)) % 10}"
-                        style = _line_style(key, [k for k in keys_in_order
-                                                  if _runs_panel(k) == panel])
-                        ax.plot([x_of(p) for p in points], [p[2] for p in points], style,
+                        ax.plot([x_of(p) for p in points], [p[2] for p in points], styles[key],
                                 color=color, label=f"{name}: {key}",
                                 marker="." if len(points) < 30 else None)
                         values += [p[2] for p in points]
