@@ -366,8 +366,36 @@ def test_decoder_loop_gradients_equal_the_modules(kw, teacher_forcing, monkeypat
     over the steps, seqlab.shared_weights) against the same loop through its own modules."""
     model, _ = _model(input_feeding=True, **kw)
     got = _loop_gradients(model, teacher_forcing)
-    monkeypatch.setattr(model.decoder, "loop_maps", model.decoder.step_maps)
+    monkeypatch.setattr(model.decoder, "loop_maps",
+                        lambda projects_steps: model.decoder.step_maps())
     want = _loop_gradients(model, teacher_forcing)
     assert got.keys() == want.keys()
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("teacher_forcing", [1.0, 0.5])
+def test_decoder_loop_shares_the_output_layer_only_when_its_steps_use_it(teacher_forcing,
+                                                                         monkeypatch):
+    """A StepLinear casts its weight when it is made (a (V, H) copy per pass under autocast):
+    with gold inputs the loop never applies the output layer (the loss projects once after
+    it), so no StepLinear is made for it; scheduled sampling projects at every step."""
+    import seqlab.model as model_module
+
+    model, _ = _model(input_feeding=True)
+    src, lengths, tgt = _batch()
+    shared = []
+
+    class Recording(model_module.StepLinear):
+        def __init__(self, weight, bias=None):
+            shared.append(weight)
+            super().__init__(weight, bias)
+
+    monkeypatch.setattr(model_module, "StepLinear", Recording)
+    model.train()
+    _, loss = model(src, lengths, tgt[:, :-1], tgt[:, 1:], teacher_forcing=teacher_forcing,
+                    generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    out_shared = any(w is model.decoder.out.weight for w in shared)
+    assert out_shared == (teacher_forcing < 1)
+    assert any(w is model.decoder.combine.weight for w in shared)
