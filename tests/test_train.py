@@ -10,7 +10,7 @@ from seqlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seqlab.config import config_from_dict
 from seqlab.data import ParallelText, collate, encode_pairs
 from seqlab.synthetic import make_dataset
-from seqlab.train import train
+from seqlab.train import clip_gradients, train
 from seqlab.translate import Translator
 
 
@@ -135,3 +135,30 @@ def test_loading_never_runs_pickled_code(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_checkpoint(path)
     assert "code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.999, 1.7, 40.0])
+@pytest.mark.parametrize("max_norm", [2.0, None])
+def test_clip_gradients_equals_torch_clip_grad_norm(scale, max_norm):
+    """clip_gradients skips the multiplication by a factor of 1 that torch always makes;
+    gradients and norm as torch.nn.utils.clip_grad_norm_ gives them, either side of the
+    limit (scale: the gradient norm in multiples of 2.0), and with no limit."""
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
+    norm = torch.cat([x.flatten() for x in grads]).norm()
+    grads = [x * (scale * 2.0 / norm) for x in grads]
+    ours = [torch.nn.Parameter(torch.zeros_like(x)) for x in grads] + [torch.nn.Parameter(
+        torch.zeros(2))]  # a parameter without a gradient
+    theirs = [torch.nn.Parameter(torch.zeros_like(p)) for p in ours]
+    for p, q, x in zip(ours, theirs, grads):
+        p.grad, q.grad = x.clone(), x.clone()
+    got = clip_gradients(ours, max_norm)
+    want = torch.nn.utils.clip_grad_norm_(theirs, max_norm or float("inf"))
+    torch.testing.assert_close(got, want)
+    for p, q in zip(ours, theirs):
+        if q.grad is None:
+            assert p.grad is None
+        else:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=0)
+    clipped = max_norm is not None and scale > 1
+    assert clipped == (torch.cat([p.grad.flatten() for p in ours[:2]]).norm() < got * 0.99)

@@ -341,8 +341,7 @@ def _train(config: Config, run: RunDir, device: torch.device, rank: int, world: 
                 if adagrad is not None:
                     adagrad.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    clipped, tc.clip_norm if tc.clip_norm else float("inf"))
+                grad_norm = clip_gradients(clipped, tc.clip_norm)
                 progress.batch_in_epoch = i + 1
                 finite = bool(torch.isfinite(summed)) and bool(torch.isfinite(grad_norm))
                 nonfinite, out_of_time, interrupted = _any(
@@ -449,6 +448,19 @@ def _optimizers(model: torch.nn.Module, tc) -> tuple[torch.optim.Optimizer,
         optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum,
                                     weight_decay=tc.weight_decay)
     return optimizer, torch.optim.Adagrad(groups) if groups else None, params
+
+
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_(params, max_norm) (no limit for None or 0): the
+    gradients' total 2-norm, and every gradient scaled by max_norm / (norm + 1e-6) when that
+    is below 1. Torch multiplies by the clamped factor in any case, a pass over every
+    gradient (about 1.5% of a bfloat16 step on the peers' model) that changes nothing
+    when the norm is under the limit, as it mostly is after the first steps."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm and float(max_norm / (norm + 1e-6)) < 1.0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
 
 
 def _log_train(run: RunDir, progress: Progress, optimizer, count: int, loss: float,
