@@ -372,6 +372,32 @@ def test_beam_of_one_is_greedy(seed, min_len, ngram):
         torch.testing.assert_close(b[0].attention, g[0].attention)
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("min_len, ngram", [(0, 0), (2, 0), (0, 2), (5, 1)])
+def test_greedy_without_scores_gives_the_same_outputs_and_takes_no_normaliser(
+        seed, min_len, ngram, monkeypatch):
+    """scores=False: the same tokens and attention (also for rows stuck with nothing allowed:
+    min_len 5 with every token at most once), nan scores, and no logsumexp taken."""
+    import seqlab.search
+
+    fn = random_model(seed, eos_bias=0.5)
+    src, lengths = batch(KEYS)
+    opts = dict(min_len=min_len, no_repeat_ngram=ngram, max_len_a=1.0, max_len_b=3,
+                with_attention=True)
+    scored = greedy_search(Scripted(fn), src, lengths, **opts)
+    calls = []
+    lse = seqlab.search.logsumexp_rows
+    monkeypatch.setattr(seqlab.search, "logsumexp_rows", lambda x: calls.append(1) or lse(x))
+    plain = greedy_search(Scripted(fn), src, lengths, scores=False, **opts)
+    assert calls == []
+    for [s], [p] in zip(scored, plain, strict=True):
+        assert p.tokens == s.tokens
+        torch.testing.assert_close(p.attention, s.attention)
+        assert math.isnan(p.score) and math.isnan(p.log_prob)
+    greedy_search(Scripted(fn), src, lengths, **opts)
+    assert calls  # the spy sees the scored search's normaliser
+
+
 @pytest.mark.parametrize("size", [1, 2, 5])
 def test_batched_equals_one_by_one(size):
     fn = random_model(3, eos_bias=0.3)
@@ -883,21 +909,24 @@ def test_max_input_tokens_counts_tokens_without_eos_and_can_be_raised():
     assert defaults["max_input_tokens"] == 1000
 
 
-def test_translate_never_asks_for_attention(monkeypatch):
+def test_translate_never_asks_for_attention_or_scores(monkeypatch):
     import seqlab.translate
 
     asked = []
 
-    def spy(*args, with_attention, **kwargs):
-        asked.append(with_attention)
-        return greedy_search(*args, with_attention=with_attention, **kwargs)
+    def spy(*args, with_attention, scores, **kwargs):
+        asked.append((with_attention, scores))
+        return greedy_search(*args, with_attention=with_attention, scores=scores, **kwargs)
 
     monkeypatch.setattr(seqlab.translate, "greedy_search", spy)
     translator = tiny_translator()
-    translator.translate(["abc"])
-    translator.translate_nbest(["abc"])
+    text = translator.translate(["abc"])
+    [[scored]] = translator.translate_nbest(["abc"])
     translator.translate_nbest(["abc"], with_attention=True)
-    assert asked == [False, False, True]
+    [[plain]] = translator.translate_nbest(["abc"], with_scores=False)
+    assert asked == [(False, False), (False, True), (True, True), (False, False)]
+    assert text == [scored.text] == [plain.text]
+    assert scored.log_prob < 0 and math.isnan(plain.log_prob)
 
 
 def test_max_input_tokens_command_line_option():

@@ -374,7 +374,8 @@ def _cmd_translate(args) -> int:
         return _translate_as_typed(translator, search, sampling, with_scores)
     texts = _read_input(args.input)
     nbest = translator.translate_nbest(texts, sampling=sampling,  # checks, decodes
-                                       with_attention=args.attention is not None, **search)
+                                       with_attention=args.attention is not None,
+                                       with_scores=with_scores, **search)
     _warn_unknown(translator, texts)
     text = "".join(_format(i, hyps, with_scores) for i, hyps in enumerate(nbest))
     _write_output(text, args.output)
@@ -423,7 +424,8 @@ def _translate_as_typed(translator, search: dict, sampling, with_scores: bool) -
             print(f"seqlab translate: {exc}", file=sys.stderr)
             continue
         _warn_unknown(translator, [line.strip()])
-        nbest = translator.translate_nbest([line.strip()], sampling=sampling, **search)
+        nbest = translator.translate_nbest([line.strip()], sampling=sampling,
+                                           with_scores=with_scores, **search)
         sys.stdout.write(_format(i, nbest[0], with_scores))
         sys.stdout.flush()
     return 0
@@ -466,7 +468,8 @@ def _cmd_chat(args) -> int:
             _warn_unknown(translator, [text], "chat")
             seeded = sampling and {**sampling, "seed": None if sampling["seed"] is None
                                    else sampling["seed"] + i}
-            nbest = translator.translate_nbest([text], sampling=seeded, **search)
+            nbest = translator.translate_nbest([text], sampling=seeded,
+                                               with_scores=with_scores, **search)
             sys.stdout.write(_format(i, nbest[0], with_scores))
             sys.stdout.flush()
     except KeyboardInterrupt:

@@ -47,6 +47,7 @@ O(N t) per step, O(N T^2) in all (still no attention copies).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class Hypothesis:
                penalties, see `beam_search`); greedy and sampling: equal to log_prob.
     log_prob:  sum of the model's token log-probs, the EOS included when the output ended with
                EOS (it did unless it reached the maximum length).
+               Both are nan from a greedy search asked for no scores (`greedy_search`).
     attention: (T', S_real) float on the CPU, one row per decoder step of this output (its
                tokens and its EOS, if any) and one column per real source position; None
                unless the search was asked `with_attention=True`, and for a model without
@@ -285,15 +287,17 @@ def _best(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 def _allowed(logits: Tensor, prefix: Tensor | None, t: int, *, min_len: int,
-             no_repeat_ngram: int, banned: Sequence[int] = ()) -> tuple[Tensor, Tensor]:
+             no_repeat_ngram: int, banned: Sequence[int] = (),
+             normalise: bool = True) -> tuple[Tensor, Tensor | None]:
     """The step's logits (N, V) in float32 with the forbidden tokens (see `forbidden_tokens`)
     set to -inf in place, and the log normaliser lse (N,) = logsumexp over all tokens, taken
     before: log p(y) = allowed[y] - lse is the model's own log-probability (not renormalised
     over the allowed tokens). No (N, V) log-softmax is written: the searches need log p only
     for the few tokens they pick. Without no_repeat_ngram the forbidden tokens are whole
-    columns (`_forbidden_columns`), so no (N, V) mask is built either."""
+    columns (`_forbidden_columns`), so no (N, V) mask is built either.
+    normalise=False: lse is None (an argmax needs no normaliser)."""
     logits = logits.float()
-    lse = logsumexp_rows(logits)  # (N,)
+    lse = logsumexp_rows(logits) if normalise else None  # (N,)
     if no_repeat_ngram > 0:  # needs the token prefixes (N, t)
         return logits.masked_fill_(forbidden_tokens(prefix, logits.size(-1), min_len=min_len,
                                                     no_repeat_ngram=no_repeat_ngram,
@@ -318,12 +322,14 @@ def _check_inputs(src: Tensor, src_lengths: Tensor, *, min_len: int, no_repeat_n
 def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Tensor], Tensor],
                   copies: int, min_len: int, max_len_a: float, max_len_b: int,
                   max_len: int | None, no_repeat_ngram: int, banned: Sequence[int],
-                  with_attention: bool) -> list[list[Hypothesis]]:
+                  with_attention: bool, scores: bool = True) -> list[list[Hypothesis]]:
     """Decode `copies` outputs per sentence, one token per step chosen by `pick`.
 
     pick: logits (N, V) with the forbidden tokens at -inf -> chosen tokens (N,), any token
     for a row whose every token is forbidden: such a row ends there with EOS and log_prob
     -inf (its tokens so far are kept).
+    scores=False: no log normaliser is taken (the logsumexp over the vocabulary, a pass over
+    the step's (N, V) logits): log_prob and score are nan.
     The tokens (and attention) go into a _History; rows reorder only when some finish."""
     _check_inputs(src, src_lengths, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     B, device = src.size(0), src.device
@@ -338,17 +344,19 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
     row_limit = torch.tensor([limit[r // copies] for r in rows], device=device)  # (N,)
     history = _History(with_attention)
     parent: Tensor | None = None  # each row's entry in the last step recorded (None: its own)
-    log_prob = torch.zeros(len(rows), device=device)  # (N,)
+    log_prob = torch.full((len(rows),), 0.0 if scores else math.nan, device=device)  # (N,)
     prefix = torch.empty(len(rows), 0, dtype=torch.long, device=device)  # (N, t), n-grams only
     prev = torch.full((len(rows),), SOS, dtype=torch.long, device=device)  # (N,)
     for t in range(max(limit)):
         logits, state, attn = model.step(prev, state, memory)  # (N, V), _, (N, S) | None
         allowed, lse = _allowed(logits, prefix, t, min_len=min_len,
-                                no_repeat_ngram=no_repeat_ngram, banned=banned)  # (N, V), (N,)
+                                no_repeat_ngram=no_repeat_ngram, banned=banned,
+                                normalise=scores)  # (N, V), (N,) | None
         token = pick(allowed)  # (N,)
         chosen = allowed.gather(1, token[:, None]).squeeze(1)  # (N,) -inf: nothing allowed
         token = torch.where(torch.isneginf(chosen), EOS, token)  # such a row ends here,
-        log_prob = log_prob + (chosen - lse)  # with log-prob -inf
+        if lse is not None:
+            log_prob = log_prob + (chosen - lse)  # with log-prob -inf
         step = history.add(token, parent, attn if with_attention else None)
         if no_repeat_ngram > 0:  # O(N t) per step, as forbidden_tokens itself
             prefix = torch.cat([prefix, token[:, None]], 1)  # (N, t+1)
@@ -379,17 +387,21 @@ def _decode_paths(model, src: Tensor, src_lengths: Tensor, *, pick: Callable[[Te
 def greedy_search(model, src: Tensor, src_lengths: Tensor, *, max_len_a: float = 1.5,
                   max_len_b: int = 10, max_len: int | None = None, min_len: int = 0,
                   no_repeat_ngram: int = 0, banned: Sequence[int] = (),
-                  with_attention: bool = False) -> list[list[Hypothesis]]:
+                  with_attention: bool = False, scores: bool = True) -> list[list[Hypothesis]]:
     """Greedy decoding: y_t = argmax_y log p(y | y_<t, x) over the allowed tokens, until EOS or
     T_max steps.
 
     src (B, S) long padded with PAD; src_lengths (B,) long. Returns B lists of one Hypothesis
     each, score = log_prob. Equal to `beam_search` with beam_size=1 and no penalties.
-    with_attention: fill Hypothesis.attention (else None, and no attention is kept)."""
+    with_attention: fill Hypothesis.attention (else None, and no attention is kept).
+    scores=False: the same tokens without the softmax's normaliser (the argmax of the logits
+    is that of the log-probs); score and log_prob are nan. For callers that keep only the
+    text (`Translator.translate`), as CTranslate2 skips its log-softmax in greedy search
+    unless asked for scores."""
     return _decode_paths(model, src, src_lengths, pick=lambda logits: top_k(logits, 1)[1][:, 0],
                          copies=1, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
                          max_len=max_len, no_repeat_ngram=no_repeat_ngram, banned=banned,
-                         with_attention=with_attention)
+                         with_attention=with_attention, scores=scores)
 
 
 def filter_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int = 0,

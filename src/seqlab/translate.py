@@ -98,7 +98,8 @@ class Translator:
         fused = [BF16_RECURRENT] if decoder.rnn.backend == "fused" else []
         return STEP_LINEARS + (BF16_ADDITIVE if additive else []), fused
 
-    def _search(self, batch, opts: SearchConfig, sampling: dict | None, with_attention: bool):
+    def _search(self, batch, opts: SearchConfig, sampling: dict | None, with_attention: bool,
+                with_scores: bool):
         src, lengths = batch.src.to(self.device), batch.src_lengths.to(self.device)
         model = self._decoding_model(opts.precision)
         limits = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
@@ -109,19 +110,23 @@ class Translator:
                 return sample(model, src, lengths, num_samples=opts.n_best, **sampling,
                               **limits)
             if opts.beam_size == 1 and opts.length_penalty == 0 and opts.coverage_penalty == 0:
-                return greedy_search(model, src, lengths, **limits)  # = beam 1 exactly
+                return greedy_search(model, src, lengths, scores=with_scores,
+                                     **limits)  # = beam 1 exactly
             return beam_search(model, src, lengths, beam_size=opts.beam_size,
                                n_best=opts.n_best, length_penalty=opts.length_penalty,
                                coverage_penalty=opts.coverage_penalty,
                                stopping=opts.stopping, **limits)
 
     def translate_nbest(self, texts: Sequence[str], sampling: dict | None = None,
-                        with_attention: bool = False, **search) -> list[list[Translation]]:
+                        with_attention: bool = False, with_scores: bool = True,
+                        **search) -> list[list[Translation]]:
         """n-best translations of each text (n = search n_best), best first.
 
         `search` overrides the config's search section (beam_size=5, length_penalty=1.0, ...);
         `sampling` = dict(temperature=..., top_k=..., top_p=..., seed=...) samples instead.
         with_attention: fill Translation.attention (T', S'), else None (cheaper).
+        with_scores=False: greedy search may leave score and log_prob nan (it then skips the
+        softmax's normaliser, see search.greedy_search); the other searches score anyway.
         An input of more than search.max_input_tokens tokens (EOS not counted) is a DataError
         before anything is decoded: decoding costs O(T S) per output, T ~ max_len_a * S.
         """
@@ -135,7 +140,7 @@ class Translator:
             chunk = order[start : start + opts.batch_size]
             batch = collate_source(ids, chunk)
             with torch.no_grad():
-                hyps = self._search(batch, opts, sampling, with_attention)
+                hyps = self._search(batch, opts, sampling, with_attention, with_scores)
             for i, nbest in zip(chunk, hyps):
                 results[i] = [self._to_translation(h, src_tokens[i]) if texts[i].strip()
                               else Translation("", [], 0.0, 0.0, None, []) for h in nbest]
@@ -149,8 +154,8 @@ class Translator:
 
     def translate(self, texts: Sequence[str], **search) -> list[str]:
         """One translation per input text, same order; empty input lines give empty output.
-        Attention is never collected here (see translate_nbest)."""
-        nbest = self.translate_nbest(texts, with_attention=False, **search)
+        Attention and scores are never collected here (see translate_nbest)."""
+        nbest = self.translate_nbest(texts, with_attention=False, with_scores=False, **search)
         return [n[0].text for n in nbest]
 
     def count_unknown(self, texts: Sequence[str]) -> int:
