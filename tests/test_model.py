@@ -399,3 +399,27 @@ def test_decoder_loop_shares_the_output_layer_only_when_its_steps_use_it(teacher
     out_shared = any(w is model.decoder.out.weight for w in shared)
     assert out_shared == (teacher_forcing < 1)
     assert any(w is model.decoder.combine.weight for w in shared)
+
+
+def test_decoder_loop_backward_work_is_linear_in_the_target_length():
+    """The gold embeddings (B, T, E) are unbound once: indexing them at every step (gold[:, t])
+    gave each step's backward a zero (B, T, E) gradient to fill and add up, O(T^2)."""
+    import math
+
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=16, embedding_size=8, attention="additive",
+                                    input_feeding=True, dropout=0.0), 30, 30).train()
+
+    def filled(T):
+        src, tgt = torch.randint(4, 30, (5, 7)), torch.randint(4, 30, (5, T + 1))
+        _, loss = model(src, torch.tensor([7, 6, 5, 3, 2]), tgt[:, :-1], tgt[:, 1:])
+        with profile(record_shapes=True) as prof:
+            loss.backward()
+        return sum(math.prod(e.input_shapes[0]) for e in prof.events()
+                   if e.name in ("aten::fill_", "aten::zero_") and e.input_shapes
+                   and e.input_shapes[0])
+
+    f8, f16, f32 = filled(8), filled(16), filled(32)
+    assert f32 - f16 <= 2.5 * (f16 - f8), (f8, f16, f32)  # linear: 2x, quadratic: 4x

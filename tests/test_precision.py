@@ -210,3 +210,73 @@ def test_bfloat16_decoding_keeps_a_cells_backend_recurrent_stack(learned):
     finally:
         translator.model.decoder.rnn.backend = backend
     assert recurrents == [] and "decoder.out" in linears
+
+
+# ---------------------------------------------------------------------------- row buckets
+@pytest.mark.parametrize("dtype, autocast, padded", [
+    (torch.float32, False, False), (torch.float32, True, True),
+    (torch.bfloat16, False, True), (torch.float16, False, True), (torch.float64, False, False)])
+def test_bucket_rows_pads_only_for_reduced_precision_products_on_the_cpu(dtype, autocast,
+                                                                         padded):
+    x = torch.randn(70, 3).to(dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = P.bucket_rows(x)
+    assert y.shape == ((128 if padded else 70), 3)
+    assert torch.equal(y[:70], x) and not y[70:].any()  # zero rows appended
+    assert P.bucket_rows(torch.randn(128, 3).bfloat16()).shape == (128, 3)
+    assert P.bucket_rows(torch.randn(5, 3).bfloat16(), multiple=8).shape == (8, 3)
+
+
+def test_linear_bucketed_is_f_linear_with_repeating_row_counts(monkeypatch):
+    """Under bfloat16 autocast the product sees B*S rows padded to TRAIN_ROW_BUCKET; the
+    outputs and gradients are those of F.linear (the same rounded products per row)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 16, generator=g, requires_grad=True)  # 21 rows
+    w = torch.randn(5, 16, generator=g, requires_grad=True)
+    b = torch.randn(5, generator=g, requires_grad=True)
+    rows = []
+    linear = P.F.linear
+    monkeypatch.setattr(P.F, "linear", lambda x, *a: rows.append(x.shape[0]) or linear(x, *a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = P.linear_bucketed(x, w, b)
+        want = linear(x, w, b)
+    assert got.shape == want.shape == (3, 7, 5) and rows == [P.TRAIN_ROW_BUCKET]
+    torch.testing.assert_close(got, want)
+    grads = torch.autograd.grad(got.float().square().sum(), [x, w, b])
+    for g_got, g_want in zip(grads, torch.autograd.grad(want.float().square().sum(), [x, w, b])):
+        torch.testing.assert_close(g_got, g_want, rtol=2e-2, atol=2e-2 * g_want.abs().max())
+    rows.clear()
+    P.linear_bucketed(x, w, b)  # float32: F.linear itself, rows as they are
+    assert rows == [3]  # (3, 7, 16) passed whole
+
+
+def test_a_bfloat16_training_step_multiplies_in_row_buckets(monkeypatch):
+    """The products over whole sequences of a bfloat16 training step (the attention keys over
+    B*S source positions, the decoder loop's weight gradients over T*B steps) see row counts
+    in multiples of TRAIN_ROW_BUCKET: oneDNN builds a kernel for every new shape."""
+    import seqlab.attention
+    import seqlab.shared_weights
+    from seqlab.config import ModelConfig
+    from seqlab.model import build_model
+
+    seen, real = {}, P.bucket_rows
+
+    def spy(where):
+        def bucket(x, *a):
+            y = real(x, *a)
+            seen.setdefault(where, []).append(y.shape[0])
+            return y
+        return bucket
+
+    monkeypatch.setattr(seqlab.shared_weights, "bucket_rows", spy("loop"))
+    monkeypatch.setattr(P, "bucket_rows", spy("keys"))  # linear_bucketed's
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=16, embedding_size=8, attention="additive",
+                                    input_feeding=True), 30, 30).train()
+    src = torch.randint(4, 30, (5, 7))
+    tgt = torch.randint(4, 30, (5, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = model(src, torch.tensor([7, 6, 5, 3, 2]), tgt[:, :-1], tgt[:, 1:])
+    loss.backward()
+    assert seen.keys() == {"loop", "keys"}
+    assert all(n % P.TRAIN_ROW_BUCKET == 0 for n in seen["loop"] + seen["keys"]), seen

@@ -36,6 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seqlab.precision import linear_bucketed
+
 KINDS = ("dot", "scaled_dot", "general", "additive")
 
 
@@ -215,9 +217,12 @@ class Attention(nn.Module):
         memory: (B, S, M)  ->  keys: (B, S, M) for dot / scaled_dot (the memory itself),
         (B, S, Hq) = W h for general, (B, S, A) = U h for additive.
         """
-        if self.kind in ("general", "additive"):
-            return self.key_proj(memory)
-        return memory
+        if self.kind not in ("general", "additive"):
+            return memory
+        proj = self.key_proj
+        if type(proj) is nn.Linear:  # B*S rows, a new count every batch: in buckets
+            return linear_bucketed(memory, proj.weight, proj.bias)
+        return proj(memory)  # a decoding copy's own layer (seqlab.precision)
 
     def score(self, query: Tensor, keys: Tensor, query_proj=None) -> Tensor:
         """query: (B, Hq) or (B, T, Hq);  keys from `precompute_keys`  ->  (B, S) or (B, T, S).

@@ -303,14 +303,16 @@ class Decoder(nn.Module):
         # Gold inputs are embedded in one call: the embedding's gradient is then one sparse
         # update of the (V, E) table, not T dense (V, E) gradients summed step by step (a
         # seventh of a training step's time on the peers' model, benchmarks/README.md).
-        gold = None if sampling else self.dropout(self.embed(tgt_in))  # (B, T, E)
+        # (its T steps are unbound once: indexing gold[:, t] at every step would give each
+        # step's backward a zero (B, T, E) gradient to fill and add up, O(T^2) work)
+        gold = None if sampling else self.dropout(self.embed(tgt_in)).unbind(1)  # T x (B, E)
         maps = self.loop_maps(sampling) if torch.is_grad_enabled() else self.step_maps()
         if memory.keys is not None and steps_in_float32(memory.keys):  # cast once, not per step
             memory = replace(memory, keys=memory.keys.float())
         outputs, all_weights, logits = [], [], []
         prev = tgt_in[:, 0]
         for t in range(T):
-            emb = self.dropout(self.embed(prev)) if gold is None else gold[:, t]
+            emb = self.dropout(self.embed(prev)) if gold is None else gold[t]
             a, state, weights = self._advance(emb, state, memory, maps)
             outputs.append(a)
             all_weights.append(weights)

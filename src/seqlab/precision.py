@@ -114,6 +114,7 @@ def quantize_int8(model: nn.Module, names: list[str]) -> nn.Module:
 # ---------------------------------------------------------------------------- bfloat16 decoding
 PACK_ROWS = 64  # the row count oneDNN lays the packed weights out for (any count runs)
 ROW_BUCKET = 8  # BFloat16Linear pads its rows to a multiple of this (see pad_rows)
+TRAIN_ROW_BUCKET = 64  # training's products over whole sequences, see bucket_rows
 
 
 def pad_rows(x: Tensor, multiple: int) -> Tensor:
@@ -125,6 +126,36 @@ def pad_rows(x: Tensor, multiple: int) -> Tensor:
     1.12 -> 1.00 s; training: +4-7% target tokens/s and less memory, see losses.py)."""
     missing = -x.shape[0] % multiple
     return torch.cat([x, x.new_zeros(missing, x.shape[1])]) if missing else x
+
+
+def product_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a product of x runs in: autocast's on x's device when it is on, else x's."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def bucket_rows(x: Tensor, multiple: int = TRAIN_ROW_BUCKET) -> Tensor:
+    """x (N, K) padded with zero rows to a multiple of `multiple` (pad_rows) when a product
+    of it runs in bfloat16 or float16 on the CPU, else x itself.
+
+    In training the row count of the products over whole sequences changes from batch to
+    batch (B*S source positions for the attention keys, T*B target steps for the weight
+    gradients summed over a loop, seqlab.shared_weights), and each new count costs oneDNN
+    1-3 ms to build the product's kernel: on the peers' model about 14 new shapes a step,
+    9 ms of a 175 ms bfloat16 step (ONEDNN_VERBOSE). Zero rows add nothing to a sum over rows
+    and their outputs are dropped."""
+    if x.device.type != "cpu" or product_dtype(x) not in (torch.bfloat16, torch.float16):
+        return x
+    return pad_rows(x, multiple)
+
+
+def linear_bucketed(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear(x, weight, bias) for x (..., I) with its rows in buckets (`bucket_rows`)."""
+    rows = x.reshape(-1, x.shape[-1])
+    padded = bucket_rows(rows)
+    if padded is rows:
+        return F.linear(x, weight, bias)
+    return F.linear(padded, weight, bias)[:rows.shape[0]].view(*x.shape[:-1], -1)
 
 
 def bf16_kernels(device: torch.device) -> bool:

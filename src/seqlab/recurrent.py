@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqlab.cells import gru_step, gru_update, lstm_step, lstm_update, rnn_step, rnn_update
+from seqlab.precision import linear_bucketed
 from seqlab.shared_weights import StepLinear
 
 log = logging.getLogger(__name__)
@@ -201,9 +202,12 @@ class Recurrent(nn.Module):
     def _run_direction(self, x: Tensor, state: State, layer: int, direction: int, mask):
         """One layer, one direction over all steps. x: (B, S, I) -> out (B, S, H), final."""
         w_ih, _, b_ih, _ = self._weights(layer, direction)
-        gx = F.linear(x, w_ih, b_ih).transpose(0, 1)  # (S, B, G*H): all input products at once
+        # all input products at once, one (B, G*H) tensor per step: unbind's backward is one
+        # stack, where indexing gx[t] at every step would make a zero (S, B, G*H) gradient
+        # per step and add them up (O(S^2) work in back-propagation)
+        gx = linear_bucketed(x, w_ih, b_ih).unbind(1)
         recurrence = self._recurrence(layer, direction)
-        S = gx.shape[0]
+        S = len(gx)
         steps = range(S - 1, -1, -1) if direction else range(S)
         outs: list[Tensor] = [None] * S  # type: ignore[list-item]
         for t in steps:

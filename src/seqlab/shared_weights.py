@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from seqlab.precision import bucket_rows
+
 
 class _Steps:
     """What the steps' backward passes leave for the one product: step index -> (delta, x)."""
@@ -68,8 +70,8 @@ class _Share(torch.autograd.Function):
         weight_dtype, bias_dtype = ctx.dtypes
         if not pairs:
             return grad_w, grad_b, None, None
-        delta = torch.cat([d for d, _ in pairs])  # (T*B, O)
-        x = torch.cat([x for _, x in pairs])  # (T*B, I)
+        delta = bucket_rows(torch.cat([d for d, _ in pairs]))  # (T*B, O), zero rows added
+        x = bucket_rows(torch.cat([x for _, x in pairs]))  # (T*B, I)   for a reduced precision
         with _no_autocast(delta):
             gw = (delta.t() @ x).to(weight_dtype) if ctx.needs_input_grad[0] else None
             gb = None
