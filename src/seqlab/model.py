@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from seqlab.attention import Attention, steps_in_float32
 from seqlab.config import ModelConfig
+from seqlab.dropout import Dropout
 from seqlab.losses import linear_cross_entropy
 from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
@@ -115,7 +116,7 @@ class Encoder(nn.Module):
                  reset_after: bool):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = Recurrent(cell, embedding_size, hidden_size, num_layers=num_layers,
                              bidirectional=bidirectional, dropout=dropout, backend=backend,
                              reset_after=reset_after)
@@ -190,7 +191,7 @@ class Decoder(nn.Module):
         self.input_feeding = input_feeding and self.style == "luong"
         self.hidden_size = hidden_size
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         extra = hidden_size if self.input_feeding else 0 if self.style == "luong" else memory_size
         self.rnn = Recurrent(cell, embedding_size + extra, hidden_size, num_layers=num_layers,
                              dropout=dropout, backend=backend, reset_after=reset_after)

@@ -24,10 +24,10 @@ import logging
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqlab.cells import gru_step, gru_update, lstm_step, lstm_update, rnn_step, rnn_update
+from seqlab.dropout import dropout
 from seqlab.precision import linear_bucketed
 from seqlab.shared_weights import StepLinear
 
@@ -165,7 +165,7 @@ class Recurrent(nn.Module):
                 finals.append(final)
             layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
             if k < L - 1 and self.dropout > 0:
-                layer_input = F.dropout(layer_input, self.dropout, self.training)
+                layer_input = dropout(layer_input, self.dropout, self.training)
         if self.cell == "lstm":
             final_state = (torch.stack([f[0] for f in finals]), torch.stack([f[1] for f in finals]))
         else:
@@ -262,7 +262,7 @@ class Recurrent(nn.Module):
             new_states.append(new)
             layer_input = new[0] if self.cell == "lstm" else new
             if k < self.num_layers - 1 and self.dropout > 0:
-                layer_input = F.dropout(layer_input, self.dropout, self.training)
+                layer_input = dropout(layer_input, self.dropout, self.training)
         if self.cell == "lstm":
             return layer_input, (torch.stack([s[0] for s in new_states]),
                                  torch.stack([s[1] for s in new_states]))

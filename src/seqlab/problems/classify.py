@@ -63,6 +63,7 @@ from torch.nn import functional as F
 from seqlab.checkpoint import Checkpointed
 from seqlab.config import ClassifyConfig, Config, ModelConfig
 from seqlab.data import DataError, ParallelText, _pad, epoch_batches
+from seqlab.dropout import Dropout
 from seqlab.ngrams import featurize, pack
 from seqlab.recurrent import Recurrent
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
@@ -86,7 +87,7 @@ class RNNClassifier(nn.Module):
         directions = 2 if bidirectional else 1
         self.pooling = pooling
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = Recurrent(cell, embedding_size, hidden_size // directions,
                              num_layers=num_layers, bidirectional=bidirectional,
                              dropout=dropout, backend=backend, reset_after=reset_after)

@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from seqlab.checkpoint import Checkpointed
 from seqlab.config import Config, ConfigError, ModelConfig
+from seqlab.dropout import Dropout
 from seqlab.errors import DataError
 from seqlab.recurrent import Recurrent
 
@@ -387,7 +388,7 @@ class RNNForecaster(nn.Module):
         self.loss_kind = loss
         self.rnn = Recurrent(cell, inputs, hidden_size, num_layers=num_layers, dropout=dropout,
                              backend=backend, reset_after=reset_after)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(hidden_size, outputs)
 
     @property

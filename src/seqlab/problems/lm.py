@@ -53,6 +53,7 @@ from torch.nn import functional as F
 from seqlab.checkpoint import Checkpointed, load_weights, open_for_prediction
 from seqlab.config import Config, ConfigError, ModelConfig
 from seqlab.data import DataError, TokenBatchSampler, read_text, text_lines  # noqa: F401
+from seqlab.dropout import Dropout
 from seqlab.recurrent import Recurrent, map_state
 from seqlab.recurrent import select_state as _select
 from seqlab.search import greedy_search, sample
@@ -221,7 +222,7 @@ class RNNLanguageModel(nn.Module):
             raise ValueError(f"tied embeddings need embedding_size == hidden_size, got "
                              f"{embedding_size} and {hidden_size}")
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = Recurrent(cell, embedding_size, hidden_size, num_layers=num_layers,
                              dropout=dropout, backend=backend, reset_after=reset_after)
         self.out = nn.Linear(hidden_size, vocab_size)

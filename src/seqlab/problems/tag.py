@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from seqlab.checkpoint import Checkpointed
 from seqlab.config import Config, ModelConfig
 from seqlab.data import DataError, _pad, epoch_batches, read_text, text_lines
+from seqlab.dropout import Dropout
 from seqlab.recurrent import Recurrent
 from seqlab.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state_dict
 from seqlab.vocab import PAD, UNK, Vocab
@@ -122,7 +123,7 @@ class RNNTagger(nn.Module):
         super().__init__()
         directions = 2 if bidirectional else 1
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = Recurrent(cell, embedding_size, hidden_size // directions,
                              num_layers=num_layers, bidirectional=bidirectional,
                              dropout=dropout, backend=backend, reset_after=reset_after)
