@@ -83,3 +83,42 @@ def test_label_smoothing_out_of_range():
     a, weight, bias, targets = _problem()
     with pytest.raises(ValueError, match="label_smoothing"):
         linear_cross_entropy(a, weight, bias, targets, 1.5)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_rows_beyond_the_unshifted_range_are_redone_exactly(eps):
+    """Row 0's logits near +1000 (exp overflows), row 1's near -1000 (every term underflows):
+    the softmax's gradient of those rows is done again with the max shift; loss and gradients
+    as torch's in float64."""
+    a, weight, bias, targets = _problem(dtype=torch.float64)
+    extra = torch.zeros(a.shape[0], 1, dtype=torch.float64)
+    extra[0], extra[1] = 1000.0, -1000.0
+    a = torch.cat([a.detach(), extra], 1).requires_grad_()
+    weight = torch.cat([weight.detach(), torch.ones(weight.shape[0], 1, dtype=torch.float64)],
+                       1).requires_grad_()
+    _, loss = linear_cross_entropy(a, weight, bias, targets, eps)
+    got = torch.autograd.grad(loss, [a, weight, bias])
+    want_loss = F.cross_entropy(F.linear(a, weight, bias), targets, label_smoothing=eps,
+                                reduction="sum")
+    want = torch.autograd.grad(want_loss, [a, weight, bias])
+    torch.testing.assert_close(loss, want_loss)
+    for x, y in zip(got, want, strict=True):
+        assert torch.isfinite(x).all()
+        torch.testing.assert_close(x, y)
+
+
+def test_without_a_gradient_only_the_normaliser_is_taken(monkeypatch):
+    """Evaluation (no input needs a gradient): the loss without the softmax's gradient."""
+    from seqlab import losses
+
+    a, weight, bias, targets = _problem()
+    calls = []
+    gradient = losses._softmax_gradient
+    monkeypatch.setattr(losses, "_softmax_gradient",
+                        lambda *args: calls.append(1) or gradient(*args))
+    _, trained = linear_cross_entropy(a, weight, bias, targets, 0.1)
+    assert calls == [1]
+    with torch.no_grad():
+        _, evaluated = linear_cross_entropy(a, weight, bias, targets, 0.1)
+    assert calls == [1]
+    torch.testing.assert_close(evaluated, trained.detach())
