@@ -111,7 +111,7 @@ def quantize_int8(model: nn.Module, names: list[str]) -> nn.Module:
                                 inplace=False)  # a quantized copy
 
 
-# ---------------------------------------------------------------------------- bfloat16 decoding
+# ------------------------------------------- bfloat16 products: row buckets, and decoding
 PACK_ROWS = 64  # the row count oneDNN lays the packed weights out for (any count runs)
 ROW_BUCKET = 8  # BFloat16Linear pads its rows to a multiple of this (see pad_rows)
 TRAIN_ROW_BUCKET = 64  # training's products over whole sequences, see bucket_rows
@@ -142,8 +142,8 @@ def bucket_rows(x: Tensor, multiple: int = TRAIN_ROW_BUCKET) -> Tensor:
     batch (B*S source positions for the attention keys, T*B target steps for the weight
     gradients summed over a loop, seqlab.shared_weights), and each new count costs oneDNN
     1-3 ms to build the product's kernel: on the peers' model about 14 new shapes a step,
-    9 ms of a 175 ms bfloat16 step (ONEDNN_VERBOSE). Zero rows add nothing to a sum over rows
-    and their outputs are dropped."""
+    13 ms of a 175 ms bfloat16 step (ONEDNN_VERBOSE). Zero rows add nothing to a sum over
+    rows and their outputs are dropped."""
     if x.device.type != "cpu" or product_dtype(x) not in (torch.bfloat16, torch.float16):
         return x
     return pad_rows(x, multiple)

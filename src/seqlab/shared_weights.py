@@ -70,8 +70,9 @@ class _Share(torch.autograd.Function):
         weight_dtype, bias_dtype = ctx.dtypes
         if not pairs:
             return grad_w, grad_b, None, None
-        delta = bucket_rows(torch.cat([d for d, _ in pairs]))  # (T*B, O), zero rows added
-        x = bucket_rows(torch.cat([x for _, x in pairs]))  # (T*B, I)   for a reduced precision
+        # (T*B, O) and (T*B, I), zero rows added for a reduced-precision product (bucket_rows)
+        delta = bucket_rows(torch.cat([d for d, _ in pairs]))
+        x = bucket_rows(torch.cat([x for _, x in pairs]))
         with _no_autocast(delta):
             gw = (delta.t() @ x).to(weight_dtype) if ctx.needs_input_grad[0] else None
             gb = None
