@@ -183,3 +183,20 @@ def test_cells_backward_work_is_linear_in_the_length(cell):
 
     f8, f16, f32 = filled(8), filled(16), filled(32)
     assert f32 - f16 <= 2.5 * (f16 - f8) + 100, (f8, f16, f32)  # quadratic: 4x
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_fused_layer_runs_in_float32_under_cpu_autocast(cell):
+    """Under CPU bfloat16 autocast the fused layer steps in float32 (faster there, and its
+    state is never rounded): the same outputs and final state as without autocast."""
+    torch.manual_seed(0)
+    layer = Recurrent(cell, 4, 5, bidirectional=True, backend="fused")
+    x, lengths = torch.randn(3, 6, 4), torch.tensor([6, 4, 2])
+    want_out, want_final = layer(x, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, final = layer(x, lengths)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, want_out)
+    for got, want in zip(final if cell == "lstm" else [final],
+                         want_final if cell == "lstm" else [want_final]):
+        assert torch.equal(got, want)
