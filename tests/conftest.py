@@ -4,6 +4,19 @@ import torch
 torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to oversubscription
 
 
+def zero_filled_in_backward(loss) -> int:
+    """Elements that back-propagation from `loss` fills with zeros (aten fill_ / zero_)."""
+    import math
+
+    from torch.profiler import profile
+
+    with profile(record_shapes=True) as prof:
+        loss.backward()
+    return sum(math.prod(e.input_shapes[0]) for e in prof.events()
+               if e.name in ("aten::fill_", "aten::zero_") and e.input_shapes
+               and e.input_shapes[0])
+
+
 @pytest.fixture
 def tiny_files(tmp_path):
     """A small reverse task written as parallel files: PREFIX.src / PREFIX.tgt."""

@@ -5,6 +5,7 @@ padding changes nothing, every arrangement runs, masks keep padding out of atten
 import pytest
 import torch
 
+from conftest import zero_filled_in_backward
 from seqlab import attention as A
 from seqlab.config import ModelConfig
 from seqlab.model import build_model
@@ -404,10 +405,6 @@ def test_decoder_loop_shares_the_output_layer_only_when_its_steps_use_it(teacher
 def test_decoder_loop_backward_work_is_linear_in_the_target_length():
     """The gold embeddings (B, T, E) are unbound once: indexing them at every step (gold[:, t])
     gave each step's backward a zero (B, T, E) gradient to fill and add up, O(T^2)."""
-    import math
-
-    from torch.profiler import profile
-
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden_size=16, embedding_size=8, attention="additive",
                                     input_feeding=True, dropout=0.0), 30, 30).train()
@@ -415,11 +412,7 @@ def test_decoder_loop_backward_work_is_linear_in_the_target_length():
     def filled(T):
         src, tgt = torch.randint(4, 30, (5, 7)), torch.randint(4, 30, (5, T + 1))
         _, loss = model(src, torch.tensor([7, 6, 5, 3, 2]), tgt[:, :-1], tgt[:, 1:])
-        with profile(record_shapes=True) as prof:
-            loss.backward()
-        return sum(math.prod(e.input_shapes[0]) for e in prof.events()
-                   if e.name in ("aten::fill_", "aten::zero_") and e.input_shapes
-                   and e.input_shapes[0])
+        return zero_filled_in_backward(loss)
 
     f8, f16, f32 = filled(8), filled(16), filled(32)
     assert f32 - f16 <= 2.5 * (f16 - f8), (f8, f16, f32)  # linear: 2x, quadratic: 4x

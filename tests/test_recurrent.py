@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from conftest import zero_filled_in_backward
 from seqlab.recurrent import Recurrent
 
 B, S, I, H = 4, 6, 5, 3
@@ -156,19 +157,6 @@ def test_dropout_between_layers_only_in_training():
     assert (c - a).abs().max() > 1e-4
 
 
-def _zero_filled_in_backward(loss) -> int:
-    """Elements that back-propagation from `loss` fills with zeros (aten fill_ / zero_)."""
-    import math
-
-    from torch.profiler import profile
-
-    with profile(record_shapes=True) as prof:
-        loss.backward()
-    return sum(math.prod(e.input_shapes[0]) for e in prof.events()
-               if e.name in ("aten::fill_", "aten::zero_") and e.input_shapes
-               and e.input_shapes[0])
-
-
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_cells_backward_work_is_linear_in_the_length(cell):
     """Indexing the input products at every step (gx[t]) gave each step's backward a zero
@@ -179,7 +167,7 @@ def test_cells_backward_work_is_linear_in_the_length(cell):
 
     def filled(S):
         out, _ = layer(torch.randn(3, S, 4, requires_grad=True), torch.tensor([S, S - 1, 2]))
-        return _zero_filled_in_backward(out.sum())
+        return zero_filled_in_backward(out.sum())
 
     f8, f16, f32 = filled(8), filled(16), filled(32)
     assert f32 - f16 <= 2.5 * (f16 - f8) + 100, (f8, f16, f32)  # quadratic: 4x

@@ -21,10 +21,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """x * m / (1 - p) with m_i ~ Bernoulli(1 - p) when training, else x (any shape)."""
+def _check_probability(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """x * m / (1 - p) with m_i ~ Bernoulli(1 - p) when training, else x (any shape)."""
+    _check_probability(p)
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" or p == 1.0:
@@ -39,8 +43,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _check_probability(p)
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:

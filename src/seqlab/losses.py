@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from seqlab.precision import bucket_rows, product_dtype
-from seqlab.softmax import LSE_SAFE, chunk_rows, logsumexp_rows
+from seqlab.softmax import chunk_rows, logsumexp_rows, unsafe_rows
 
 ROW_BUCKET = 128  # bfloat16 products on the CPU see row counts in steps of this (_padded_rows)
 
@@ -57,7 +57,8 @@ def _softmax_gradient(z_padded: Tensor, n: int, targets: Tensor, eps: float,
     and G's column sums (the bias gradient) in the softmax's dtype, chunk by chunk.
 
     p = exp(z) / sum_j exp(z_j) without the max shift (`seqlab.softmax`); a row whose lse
-    falls outside LSE_SAFE (or is nan) is done again exactly, shifted by torch.logsumexp."""
+    is unsafe (`seqlab.softmax.unsafe_rows`) is done again exactly, shifted by
+    torch.logsumexp."""
     V = z_padded.shape[1]
     acc = torch.promote_types(z_padded.dtype, torch.float32)
     grad_z = torch.empty_like(z_padded)
@@ -78,8 +79,7 @@ def _softmax_gradient(z_padded: Tensor, n: int, targets: Tensor, eps: float,
             grad_bias += g.sum(0)
         grad_z[i:i + g.shape[0]] = g
     lse = sums.log_()
-    low, high = LSE_SAFE
-    redo = ~((lse >= low) & (lse <= high))  # also nan, and -inf
+    redo = unsafe_rows(lse)
     if bool(redo.any()):
         z = z_padded[:n][redo].to(acc)
         lse[redo] = torch.logsumexp(z, -1)

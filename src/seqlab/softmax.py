@@ -25,6 +25,13 @@ def chunk_rows(width: int) -> int:
     return max(1, LSE_CHUNK_ELEMENTS // max(1, width))
 
 
+def unsafe_rows(lse: Tensor) -> Tensor:
+    """(N,) bool: the rows whose unshifted log sum exp lies outside LSE_SAFE, or is NaN or
+    -inf (nothing but -inf in the row): they must be computed again with the max shift."""
+    low, high = LSE_SAFE
+    return ~((lse >= low) & (lse <= high))
+
+
 def logsumexp_rows(x: Tensor) -> Tensor:
     """torch.logsumexp(x, -1) of a wide x (N, V) of any float dtype: (N,) in float32 (float64
     for float64 x), summed over rows in chunks of about LSE_CHUNK_ELEMENTS.
@@ -45,8 +52,7 @@ def logsumexp_rows(x: Tensor) -> Tensor:
             part.copy_(chunk).exp_()
         torch.sum(part, -1, out=sums[i:i + rows])
     lse = sums.log_()
-    low, high = LSE_SAFE
-    redo = ~((lse >= low) & (lse <= high))  # also NaN, and -inf (nothing but -inf in the row)
+    redo = unsafe_rows(lse)
     if bool(redo.any()):
         lse[redo] = torch.logsumexp(x[redo].to(acc), -1)
     return lse
