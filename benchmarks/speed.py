@@ -322,6 +322,8 @@ def corpus_lengths() -> dict:
 DECODE_CHILD = r"""
 import json, sys, time
 from seqlab import Translator
+from seqlab.allocator import keep_freed_memory
+keep_freed_memory()  # as the seqlab command does at start
 model, src, out, beam, precision = sys.argv[1:6]
 texts = open(src, encoding="utf-8").read().splitlines()
 tr = Translator.from_checkpoint(model, device="cpu")

@@ -766,7 +766,10 @@ COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "classify": _cmd_c
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from seqlab.allocator import keep_freed_memory
     from seqlab.errors import USER_ERRORS
+
+    keep_freed_memory()  # freed tensors' memory is reused, not faulted in again each step
 
     try:
         return COMMANDS[args.command](args)
