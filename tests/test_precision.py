@@ -227,6 +227,15 @@ def test_bucket_rows_pads_only_for_reduced_precision_products_on_the_cpu(dtype, 
     assert P.bucket_rows(torch.randn(5, 3).bfloat16(), multiple=8).shape == (8, 3)
 
 
+@pytest.mark.parametrize("dtype, padded", [(torch.float32, False), (torch.bfloat16, True)])
+def test_cat_bucketed_is_bucket_rows_of_the_cat(dtype, padded):
+    parts = [torch.randn(n, 3).to(dtype) for n in (30, 20, 20)]
+    y = P.cat_bucketed(parts)
+    assert y.shape == ((128 if padded else 70), 3)
+    assert torch.equal(y, P.bucket_rows(torch.cat(parts)))
+    assert P.cat_bucketed([torch.randn(64, 3).bfloat16()]).shape == (64, 3)
+
+
 def test_linear_bucketed_is_f_linear_with_repeating_row_counts(monkeypatch):
     """Under bfloat16 autocast the product sees B*S rows padded to TRAIN_ROW_BUCKET; the
     outputs and gradients are those of F.linear (the same rounded products per row)."""
@@ -259,17 +268,17 @@ def test_a_bfloat16_training_step_multiplies_in_row_buckets(monkeypatch):
     from seqlab.config import ModelConfig
     from seqlab.model import build_model
 
-    seen, real = {}, P.bucket_rows
+    seen = {}
 
-    def spy(where):
+    def spy(where, real):
         def bucket(x, *a):
             y = real(x, *a)
             seen.setdefault(where, []).append(y.shape[0])
             return y
         return bucket
 
-    monkeypatch.setattr(seqlab.shared_weights, "bucket_rows", spy("loop"))
-    monkeypatch.setattr(P, "bucket_rows", spy("keys"))  # linear_bucketed's
+    monkeypatch.setattr(seqlab.shared_weights, "cat_bucketed", spy("loop", P.cat_bucketed))
+    monkeypatch.setattr(P, "bucket_rows", spy("keys", P.bucket_rows))  # linear_bucketed's
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden_size=16, embedding_size=8, attention="additive",
                                     input_feeding=True), 30, 30).train()

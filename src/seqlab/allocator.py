@@ -8,15 +8,16 @@ and their gradient, (N, V) over a 10k-word vocabulary; the embeddings' gradients
 autograd graph's saved activations), so every step receives fresh pages from the system,
 which the kernel zeroes and maps one 4 KiB fault at a time: on the peers' model (bfloat16,
 benchmarks/speed.py) 9,100-9,500 faults a step (ru_minflt), 870-910 with the memory kept,
-and a step 3-8% faster (two processes each way, same batches).
+and a step 3-8% faster (median step time; five pairs of processes on the same batches).
 
 `keep_freed_memory()` raises both thresholds (mallopt's M_MMAP_THRESHOLD and
 M_TRIM_THRESHOLD) so that freed blocks stay in the process and the next step reuses them;
 what is allocated at the peak stays resident, as it would under jemalloc or tcmalloc with
-their return to the system turned off (Intel's advice for PyTorch on CPUs). Peak memory does
-not change: it is the high-water mark either way. The seqlab command calls it at start;
-a Python program may call it itself. Elsewhere than glibc (macOS, Windows, musl) it does
-nothing and says so.
+their return to the system turned off (Intel's advice for PyTorch on CPUs). Peak memory
+grows a little (the peers' model in bfloat16: 1,172 -> 1,190-1,220 MB; blocks reused in
+another order leave holes). Decoding gains nothing measurable. The seqlab command calls it
+at start; a Python program may call it itself. Elsewhere than glibc (macOS, Windows, musl)
+it does nothing and returns False.
 """
 
 from __future__ import annotations

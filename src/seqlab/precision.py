@@ -144,9 +144,22 @@ def bucket_rows(x: Tensor, multiple: int = TRAIN_ROW_BUCKET) -> Tensor:
     1-3 ms to build the product's kernel: on the peers' model about 14 new shapes a step,
     13 ms of a 175 ms bfloat16 step (ONEDNN_VERBOSE). Zero rows add nothing to a sum over
     rows and their outputs are dropped."""
-    if x.device.type != "cpu" or product_dtype(x) not in (torch.bfloat16, torch.float16):
-        return x
-    return pad_rows(x, multiple)
+    return pad_rows(x, multiple) if _in_buckets(x) else x
+
+
+def cat_bucketed(parts: list[Tensor], multiple: int = TRAIN_ROW_BUCKET) -> Tensor:
+    """bucket_rows(torch.cat(parts)) for row blocks parts[i] (n_i, K), in one copy: the zero
+    rows are the cat's last part."""
+    rows = sum(p.shape[0] for p in parts)
+    missing = -rows % multiple if _in_buckets(parts[0]) else 0
+    if missing:
+        parts = [*parts, parts[0].new_zeros(missing, parts[0].shape[1])]
+    return torch.cat(parts)
+
+
+def _in_buckets(x: Tensor) -> bool:
+    """Whether products of x take their rows in buckets: reduced precision on the CPU."""
+    return x.device.type == "cpu" and product_dtype(x) in (torch.bfloat16, torch.float16)
 
 
 def linear_bucketed(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from seqlab.precision import bucket_rows
+from seqlab.precision import cat_bucketed
 
 
 class _Steps:
@@ -71,8 +71,8 @@ class _Share(torch.autograd.Function):
         if not pairs:
             return grad_w, grad_b, None, None
         # (T*B, O) and (T*B, I), zero rows added for a reduced-precision product (bucket_rows)
-        delta = bucket_rows(torch.cat([d for d, _ in pairs]))
-        x = bucket_rows(torch.cat([x for _, x in pairs]))
+        delta = cat_bucketed([d for d, _ in pairs])
+        x = cat_bucketed([x for _, x in pairs])
         with _no_autocast(delta):
             gw = (delta.t() @ x).to(weight_dtype) if ctx.needs_input_grad[0] else None
             gb = None
