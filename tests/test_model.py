@@ -368,7 +368,8 @@ def test_decoder_loop_gradients_equal_the_modules(kw, teacher_forcing, monkeypat
     model, _ = _model(input_feeding=True, **kw)
     got = _loop_gradients(model, teacher_forcing)
     monkeypatch.setattr(model.decoder, "loop_maps",
-                        lambda projects_steps: model.decoder.step_maps())
+                        lambda projects_steps, embedded_product=False:
+                        model.decoder.step_maps())
     want = _loop_gradients(model, teacher_forcing)
     assert got.keys() == want.keys()
     for name in want:

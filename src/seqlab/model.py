@@ -177,6 +177,10 @@ class StepMaps(NamedTuple):
     query: Callable | None  # s -> W s of the additive score (None: the attention's own)
     combine: Callable  # [s; c] (B, H + M) -> W_c [s; c] + b_c
     out: Callable  # a (B, H) -> logits W_o a + b_o (B, V)
+    # the loop passes its step's share of the RNN's input product made from the gold
+    # embeddings of all steps at once, W_e y_{t-1} + b (B, G*H), in place of the embedding
+    # (input feeding; `Recurrent.stepper(given=E)`)
+    embedded_product: bool = False
 
 
 class Decoder(nn.Module):
@@ -212,7 +216,7 @@ class Decoder(nn.Module):
         """The modules a step applies (decoding, and loops without gradients)."""
         return StepMaps(self.rnn.step, None, self.combine, self.out)
 
-    def loop_maps(self, projects_steps: bool) -> StepMaps:
+    def loop_maps(self, projects_steps: bool, embedded_product: bool = False) -> StepMaps:
         """The same maps for one pass of a loop over the target that back-propagates: each
         weight a `StepLinear`, its gradient one product over the loop's steps, and the
         cells' equations for the recurrent step (`Recurrent.stepper`). Make one per pass.
@@ -221,23 +225,32 @@ class Decoder(nn.Module):
         sampling); if not, `out` is the module itself, left unused by the loop. A StepLinear
         casts its weight when it is made: under autocast a (V, H) copy per pass, about 1.6 ms
         of a 175 ms bfloat16 step on the peers' model, for nothing when gold inputs are
-        projected once after the loop."""
+        projected once after the loop.
+
+        embedded_product (input feeding, gold inputs): the RNN's input [y_{t-1}; a_{t-1}]
+        has its embedding part's product made for all steps before the loop (`StepMaps`)."""
         query = None
         if self.attention is not None and self.attention.kind == "additive":
             query = StepLinear(self.attention.query_proj.weight)
         out = StepLinear(self.out.weight, self.out.bias) if projects_steps else self.out
-        return StepMaps(self.rnn.stepper(), query,
-                        StepLinear(self.combine.weight, self.combine.bias), out)
+        given = self.embed.embedding_dim if embedded_product else 0
+        return StepMaps(self.rnn.stepper(given), query,
+                        StepLinear(self.combine.weight, self.combine.bias), out,
+                        embedded_product)
 
     def advance(self, prev: Tensor, state: DecoderState, memory: Memory):
         """The step without the output layer: -> a_t (B, H), new state, weights (B, S) | None."""
         return self._advance(self.dropout(self.embed(prev)), state, memory, self.step_maps())
 
     def _advance(self, emb: Tensor, state: DecoderState, memory: Memory, maps: StepMaps):
-        """`advance` from the embedded (and dropped-out) previous token emb (B, E)."""
+        """`advance` from the embedded (and dropped-out) previous token emb (B, E), or its
+        share of the RNN's input product (B, G*H) with maps.embedded_product."""
         weights = None
         if self.style == "luong":
-            rnn_in = torch.cat([emb, state.feed], -1) if self.input_feeding else emb
+            rnn_in = emb
+            if self.input_feeding:
+                rnn_in = (emb, state.feed) if maps.embedded_product else \
+                    torch.cat([emb, state.feed], -1)
             s, hidden = maps.rnn(rnn_in, state.hidden)  # s: (B, H)
             context, weights = self._attend(s, memory, maps.query)
         else:
@@ -306,8 +319,17 @@ class Decoder(nn.Module):
         # seventh of a training step's time on the peers' model, benchmarks/README.md).
         # (its T steps are unbound once: indexing gold[:, t] at every step would give each
         # step's backward a zero (B, T, E) gradient to fill and add up, O(T^2) work)
-        gold = None if sampling else self.dropout(self.embed(tgt_in)).unbind(1)  # T x (B, E)
-        maps = self.loop_maps(sampling) if torch.is_grad_enabled() else self.step_maps()
+        gold = None if sampling else self.dropout(self.embed(tgt_in))  # (B, T, E)
+        maps = self.step_maps()
+        if torch.is_grad_enabled():
+            # with input feeding the RNN's input is [y_{t-1}; a_{t-1}]: the gold part of its
+            # product W_e y_{t-1} + b is one product over all steps, only W_f a_{t-1} is
+            # stepped (a bfloat16 training step of the peers' model 2-3% faster)
+            maps = self.loop_maps(sampling, embedded_product=gold is not None and
+                                  self.style == "luong" and self.input_feeding)
+            if maps.embedded_product:
+                gold = self.rnn.given_product(gold)  # (B, T, G*H)
+        gold = None if gold is None else gold.unbind(1)  # T x (B, E) or (B, G*H)
         if memory.keys is not None and steps_in_float32(memory.keys):  # cast once, not per step
             memory = replace(memory, keys=memory.keys.float())
         outputs, all_weights, logits = [], [], []

@@ -247,23 +247,38 @@ class Recurrent(nn.Module):
             return out[:, 0], state
         return self.stepper()(x, state)
 
-    def stepper(self):
+    def stepper(self, given: int = 0):
         """`step` for a loop over time: (x (B, I), state or None) -> (output (B, H), state),
         the cells' equations whichever the backend, every product a `StepLinear` (its weight
         gradient summed over the loop in one product; seqlab.shared_weights). Make one per
-        pass through the loop, before it."""
+        pass through the loop, before it.
+
+        given > 0: the first `given` features u_t of the first layer's input x_t = [u_t; f_t]
+        are known for every step before the loop (a decoder's gold embeddings, beside the
+        input feeding f_t made by the loop). W_ih x_t + b_ih = (W_u u_t + b_ih) + W_f f_t,
+        and the first part is one product over all steps (`given_product`); the stepper
+        then takes x = (W_u u_t + b_ih (B, G*H), f_t (B, I - given))."""
         if self.directions != 1:
             raise ValueError("stepper() needs a unidirectional layer")
         layers = []
         for k in range(self.num_layers):
             w_ih, _, b_ih, _ = self._weights(k, 0)
-            layers.append((StepLinear(w_ih, b_ih), self._recurrence(k, 0)))
+            ih = _plus_rest(StepLinear(w_ih[:, given:])) if k == 0 and given else \
+                StepLinear(w_ih, b_ih)  # W_f f_t added to the given part, or W_ih x_t + b_ih
+            layers.append((ih, self._recurrence(k, 0)))
         return lambda x, state: self._step_layers(layers, x, state)
 
-    def _step_layers(self, layers, x: Tensor, state: State | None) -> tuple[Tensor, State]:
-        B = x.shape[0]
+    def given_product(self, u: Tensor) -> Tensor:
+        """u (B, T, k) -> W_u u + b_ih (B, T, G*H), W_u = the first layer's W_ih[:, :k]: the
+        part of its input product known before a loop, for all steps at once (`stepper`)."""
+        w_ih, _, b_ih, _ = self._weights(0, 0)
+        return linear_bucketed(u, w_ih[:, :u.shape[-1]], b_ih)
+
+    def _step_layers(self, layers, x, state: State | None) -> tuple[Tensor, State]:
+        first = x[1] if isinstance(x, tuple) else x  # (given product, rest) or x itself
+        B = first.shape[0]
         if state is None:
-            zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
+            zeros = first.new_zeros(self.num_layers, B, self.hidden_size)
             state = (zeros, zeros) if self.cell == "lstm" else zeros
         new_states = []
         layer_input = x
@@ -278,3 +293,8 @@ class Recurrent(nn.Module):
             return layer_input, (torch.stack([s[0] for s in new_states]),
                                  torch.stack([s[1] for s in new_states]))
         return layer_input, torch.stack(new_states)
+
+
+def _plus_rest(rest: StepLinear):
+    """x = (given product (B, G*H), rest f_t) -> given product + W_f f_t (see `stepper`)."""
+    return lambda x: x[0] + rest(x[1])
