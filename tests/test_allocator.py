@@ -8,8 +8,8 @@ import pytest
 # Eight "steps", each holding the same twelve tensors of 1-40 MiB until its end, as a
 # training step holds its activations until backward: by default glibc maps a block above
 # its dynamic threshold (at most 32 MiB) afresh and trims its heap's free top, so every step
-# faults pages in again (41-106 thousand in the last four steps, seeds 0-2); kept, the later
-# steps reuse the earlier ones' memory (0-7 thousand: the heap still grows now and then).
+# faults pages in again (74-80 thousand in the last four steps, ten runs); kept, the later
+# steps reuse the earlier ones' memory (1.2-11 thousand: the heap still grows now and then).
 STEPS = """
 import resource, sys, torch
 from seqlab.allocator import keep_freed_memory

@@ -87,7 +87,8 @@ def test_every_attention_variant_learns_to_reverse(tmp_path, attention, style):
     the mirrored source token for 0.67-1.00 of target tokens (re-measured with the fused
     Adam, output layer and loss: 0.89-1.00 and 0.67-1.00; with StepLinear in the decoder's
     loop: 0.86-1.00 and 0.67-1.00; with the loss's gradient in its forward pass and the
-    bucketed products: 0.86-1.00 and 0.67-1.00). With attention broken to uniform
+    bucketed products: 0.86-1.00 and 0.67-1.00; with the decoder's gold input product out of
+    its loop: 0.89-1.00 and 0.67-1.00). With attention broken to uniform
     weights, exact match is still 0.55-0.71 (the encoder state carries short sequences), but
     the peak is on the mirrored token for 0.19 (ties: the first token). Thresholds sit
     between: exact match >= 0.7 (it learned), alignment >= 0.45 (by attention)."""
@@ -102,7 +103,8 @@ def test_every_attention_variant_learns_to_reverse(tmp_path, attention, style):
 def test_plain_seq2seq_learns_to_copy_short_sequences(tmp_path):
     """Measured over train.seed 1-6 x {AVX-512, avx2}: test exact match 0.66-0.80 (0.61-0.79
     re-measured with the fused Adam, output layer and loss; 0.62-0.79 with StepLinear; 0.62-0.80
-    with the loss's gradient in its forward pass)."""
+    with the loss's gradient in its forward pass; 0.62-0.80 with the decoder's gold input
+    product out of its loop)."""
     cfg = _task_config(data={"synthetic": "copy"}, model={"attention": "none"},
                        train={"max_steps": 400})
     result = train(cfg, tmp_path / "run", quiet=True)
