@@ -15,10 +15,12 @@ end-of-sentence, padding not counted: the peers' own count) between the step-50 
 log line, so start-up, vocabulary building and the first 50 steps are left out. OpenNMT-py
 batches 64 sentences (its length bucketing); seqlab batches by tokens, and `batch_tokens` is
 set here so that its batches average 64 sentences too (printed); JoeyNMT draws random
-batches of 64 (no bucketing: about twice the padding, its own design). Systems run in pairs,
-side by side, one core each (OpenNMT-py next to seqlab, JoeyNMT next to seqlab in bfloat16),
-`--repeats` times with the partners' roles swapped, so every ratio compares runs that shared
-the machine the same way. Peak memory: the process's maximum resident set (GNU time).
+batches of 64 (no bucketing: about twice the padding, its own design). Every other system
+runs next to OpenNMT-py, one core each, started together (seqlab float32, seqlab bfloat16 and
+JoeyNMT each in a pair of their own), `--repeats` times with the pairs in a new order each
+time; a system's ratio is the median of its tokens/s over those of the OpenNMT-py run beside
+it, so every ratio compares two runs that shared the machine the same way.
+Peak memory: the process's maximum resident set (GNU time).
 
 MFU (model FLOPs utilisation): the matrix-product FLOPs of the model per target token,
 counted here from the model's shapes and the corpus' mean lengths (forward x 3 for forward
@@ -28,11 +30,12 @@ product, machine.py's reference).
 
 Decoding: test2016 (1,000 sentences) with models trained `--decode-steps` steps (2000, as the
 peers' README does for OpenNMT-py; trained here side by side, or given with --onmt-model /
---seqlab-model), batch 64 sentences, at most 100 output tokens, GNMT length penalty
+--seqlab-model / --joey-model), batch 64 sentences, at most 100 output tokens, GNMT length penalty
 alpha 1.0 for beam search; greedy and beam 5; seqlab in float32 and int8 (`--precision`),
 with `stopping: heuristic` (a sentence stops once no open hypothesis would win if it ended
 next, close to OpenNMT-py's rule; seqlab's default `exact` rule runs longer with alpha > 0).
-Times are the toolkit's own timer around translation (OpenNMT-py's "Total translation time";
+Times are the toolkit's own timer around translation (OpenNMT-py's "Total translation time",
+JoeyNMT's "Generation took" around its batches of the input already read and tokenized;
 for seqlab the same span: after the model is loaded, from the first input to the last
 output), and the whole process's wall time. BLEU: the peers' `bleu.py` (Moses-detokenized,
 sacrebleu 13a, lowercased) so that every system is scored the same way.
@@ -106,12 +109,15 @@ def env_threads(threads: int) -> dict:
     return env
 
 
-def start(cmd: list[str], log: Path, threads: int, cwd: Path = WORK, stdin=None):
-    """Start cmd under GNU time (peak RSS in KB and wall seconds go to log.time)."""
+def start(cmd: list[str], log: Path, threads: int, cwd: Path = WORK, stdin=None,
+          stdout=None):
+    """Start cmd under GNU time (peak RSS in KB and wall seconds go to log.time); its output
+    goes to log, or only its stderr where its stdout goes to the open file `stdout`."""
     full = [TIME, "-f", "%M %e", "-o", str(log.with_suffix(".time"))] + [str(c) for c in cmd]
     out = open(log, "w")
-    return subprocess.Popen(full, cwd=cwd, env=env_threads(threads), stdout=out,
-                            stderr=subprocess.STDOUT, stdin=stdin), out
+    return subprocess.Popen(full, cwd=cwd, env=env_threads(threads), stdin=stdin,
+                            stdout=stdout or out,
+                            stderr=out if stdout else subprocess.STDOUT), out
 
 
 def finish(proc, out, log: Path) -> dict:
@@ -124,14 +130,17 @@ def finish(proc, out, log: Path) -> dict:
     return {"peak_rss_mb": round(int(rss_kb) / 1024, 1), "wall_s": float(wall)}
 
 
-def run(cmd, log: Path, threads: int, cwd: Path = WORK, stdin_path: Path | None = None) -> dict:
+def run(cmd, log: Path, threads: int, cwd: Path = WORK, stdin_path: Path | None = None,
+        stdout_path: Path | None = None) -> dict:
     stdin = open(stdin_path) if stdin_path else None
-    proc, out = start(cmd, log, threads, cwd, stdin)
+    stdout = open(stdout_path, "w") if stdout_path else None
+    proc, out = start(cmd, log, threads, cwd, stdin, stdout)
     try:
         return finish(proc, out, log)
     finally:
-        if stdin:
-            stdin.close()
+        for f in (stdin, stdout):
+            if f:
+                f.close()
 
 
 def stamp(text: str) -> float:
@@ -245,6 +254,10 @@ class Joey(Job):
     def start(self):
         return start([JOEY_PY, "-m", "joeynmt", "train", self.cfg, "--skip-test"], self.log,
                      self.threads)
+
+    @property
+    def checkpoint(self) -> Path:  # JoeyNMT saves its last step there (latest.ckpt)
+        return self.dir
 
     def throughput(self) -> dict:
         pts = [(stamp(m[1]), int(m[2]), float(m[3]))
@@ -369,6 +382,20 @@ def onmt_seconds(log: str, hyp: Path) -> float:
     return seconds
 
 
+def decode_joey(model_dir: Path, beam: int, rep: int, threads: int) -> dict:
+    """JoeyNMT's `translate` on test2016 with the model's own config (copied into its
+    directory), beam and batch as for the others; its own timer ("Generation took")."""
+    cfg = WORK / "cfg" / f"speed_joey_dec_beam{beam}.yaml"
+    text = (model_dir / "config.yaml").read_text()
+    cfg.write_text(re.sub(r"beam_size: \d+", f"beam_size: {beam}", text))
+    hyp = WORK / "hyps" / f"speed_joey_beam{beam}_{rep}.txt"
+    log = WORK / "logs" / f"speed_joey_dec_beam{beam}_{rep}.log"
+    usage = run([JOEY_PY, "-m", "joeynmt", "translate", cfg], log, threads,
+                stdin_path=WORK / "data" / "test2016.de", stdout_path=hyp)
+    gen = float(re.search(r"Generation took ([\d.]+)\[sec\]", log.read_text())[1])
+    return {"gen_s": gen, **usage, "hyp": hyp}
+
+
 def decode_seqlab(run_dir: Path, beam: int, precision: str, rep: int, threads: int) -> dict:
     hyp = WORK / "hyps" / f"speed_seqlab_beam{beam}_{precision}_{rep}.txt"
     log = WORK / "logs" / f"speed_seqlab_dec_beam{beam}_{precision}_{rep}.log"
@@ -378,12 +405,15 @@ def decode_seqlab(run_dir: Path, beam: int, precision: str, rep: int, threads: i
     return {"gen_s": gen, **usage, "hyp": hyp}
 
 
-def decode_all(onmt_ckpt: Path, seqlab_run: Path, repeats: int, threads: int,
-               precisions: list[str]) -> list[dict]:
+def decode_all(onmt_ckpt: Path, seqlab_run: Path, joey_dir: Path | None, repeats: int,
+               threads: int, precisions: list[str]) -> list[dict]:
     rows = []
     for beam in (1, 5):
         systems = [("OpenNMT-py 3.5.1", "float32", lambda r, b=beam: decode_onmt(
             onmt_ckpt, b, r, threads))]
+        if joey_dir is not None:
+            systems.append((Joey.name, "float32", lambda r, b=beam: decode_joey(
+                joey_dir, b, r, threads)))
         systems += [(f"seqlab {p}" if p != "float32" else "seqlab", p,
                      lambda r, b=beam, p=p: decode_seqlab(seqlab_run, b, p, r, threads))
                     for p in precisions]
@@ -436,14 +466,15 @@ def summarize(train: list[dict], flops: dict, rates: list[dict]) -> dict:
                      "s_per_step": statistics.median(r["s_per_step"] for r in rows),
                      "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
                      "mfu": tps * 3 * flops["total"] / (rate * 1e9)}
-    onmt = out.get(Onmt.name, {}).get("tgt_tok_s")
-    for row in out.values():
-        row["vs_onmt"] = None if not onmt else row["tgt_tok_s"] / onmt
-    # paired ratios: seqlab / OpenNMT-py within each pair that ran side by side
-    pairs = [b["tgt_tok_s"] / a["tgt_tok_s"] for a, b in zip(train[::2], train[1::2])
-             if a["system"] == Onmt.name and b["system"] == "seqlab"]
-    if pairs:
-        out["seqlab"]["paired_vs_onmt"] = [round(p, 3) for p in pairs]
+    # each system against the OpenNMT-py run beside it: the median of those paired ratios
+    for a, b in zip(train[::2], train[1::2]):
+        if a["system"] == Onmt.name and b["system"] != Onmt.name:
+            out[b["system"]].setdefault("paired_vs_onmt", []).append(
+                round(b["tgt_tok_s"] / a["tgt_tok_s"], 3))
+    for name, row in out.items():
+        row["vs_onmt"] = (1.0 if name == Onmt.name else
+                          statistics.median(row["paired_vs_onmt"]) if "paired_vs_onmt" in row
+                          else None)
     return out
 
 
@@ -457,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--onmt-model", type=Path, help="an OpenNMT-py checkpoint to decode with "
                    "(skips training one)")
     p.add_argument("--seqlab-model", type=Path, help="a seqlab run directory to decode with")
+    p.add_argument("--joey-model", type=Path, help="a JoeyNMT model directory to decode with "
+                   "(its config.yaml and last checkpoint)")
     p.add_argument("--no-joey", action="store_true", help="leave JoeyNMT out")
     p.add_argument("--no-bf16", action="store_true", help="leave seqlab bfloat16 out")
     p.add_argument("--skip-training", action="store_true", help="decoding only")
@@ -487,18 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_training:
         train = []
         for rep in range(args.repeats):
-            pairs = [[Onmt(f"onmt_{rep}", args.steps, args.threads),
-                      Seqlab(f"seqlab_{rep}", args.steps, args.threads, bt)]]
-            second = []
-            if not args.no_joey:
-                second.append(Joey(f"joey_{rep}", args.steps, args.threads))
+            partners = [Seqlab(f"seqlab_{rep}", args.steps, args.threads, bt)]
             if not args.no_bf16:
-                second.append(Seqlab(f"seqlab_bf16_{rep}", args.steps, args.threads, bt,
-                                     "bfloat16"))
-            if second:
-                pairs.append(second)
-            if rep % 2:
-                pairs = pairs[::-1]
+                partners.append(Seqlab(f"seqlab_bf16_{rep}", args.steps, args.threads, bt,
+                                       "bfloat16"))
+            if not args.no_joey:
+                partners.append(Joey(f"joey_{rep}", args.steps, args.threads))
+            # every system next to OpenNMT-py, the pairs in a new order at every repeat
+            pairs = [[Onmt(f"onmt_{rep}_{j.tag.rsplit('_', 1)[0]}", args.steps, args.threads),
+                      j] for j in partners]
+            pairs = pairs[rep % len(pairs):] + pairs[:rep % len(pairs)]
             for jobs in pairs:
                 print(f"repeat {rep + 1}: " + " | ".join(j.name for j in jobs))
                 train += run_side_by_side(jobs)
@@ -509,23 +540,29 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_decoding:
         onmt_ckpt, seqlab_run = args.onmt_model, args.seqlab_model
+        joey_dir = None if args.no_joey else args.joey_model
         todo = []
         if onmt_ckpt is None:
             todo.append(Onmt("onmt_decode_model", args.decode_steps, args.threads))
         if seqlab_run is None:
             todo.append(Seqlab("seqlab_decode_model", args.decode_steps, args.threads, bt))
+        if joey_dir is None and not args.no_joey:
+            todo.append(Joey("joey_decode_model", args.decode_steps, args.threads))
         if todo:
             print(f"training the decoding models ({args.decode_steps} steps, side by side)")
             result["decode_models"] = run_side_by_side(todo)
             for job in todo:
                 if isinstance(job, Onmt):
                     onmt_ckpt = job.checkpoint
+                elif isinstance(job, Joey):
+                    joey_dir = job.checkpoint
                 else:
                     seqlab_run = job.checkpoint
-        result["decode_models_used"] = {"onmt": str(onmt_ckpt), "seqlab": str(seqlab_run)}
+        result["decode_models_used"] = {"onmt": str(onmt_ckpt), "seqlab": str(seqlab_run),
+                                        "joey": str(joey_dir)}
         print("decoding test2016 (1,000 sentences, batch 64, max 100 tokens, alpha 1.0)")
-        result["decoding"] = decode_all(onmt_ckpt, seqlab_run, args.repeats, args.threads,
-                                        ["float32", "int8", "bfloat16"])
+        result["decoding"] = decode_all(onmt_ckpt, seqlab_run, joey_dir, args.repeats,
+                                        args.threads, ["float32", "int8", "bfloat16"])
         for row in result["decoding"]:
             row["hyp"] = str(row.get("hyp", ""))
     result["load_after"] = uptime()
@@ -541,10 +578,12 @@ def print_tables(result: dict) -> None:
     if "training" in result:
         fp32 = statistics.median(r["float32"] for r in result["matmul_gflops"])
         print(f"\n| training ({result['args']['threads']} thread, side by side) | tgt tok/s | "
-              "x OpenNMT-py | s/step | MFU | peak MB |")
+              "x OpenNMT-py (pairs) | s/step | MFU | peak MB |")
         print("|---|---|---|---|---|---|")
         for name, row in result["training"].items():
             ratio = "" if row["vs_onmt"] is None else f"{row['vs_onmt']:.2f}"
+            if "paired_vs_onmt" in row:
+                ratio += f" ({', '.join(f'{r:.2f}' for r in row['paired_vs_onmt'])})"
             print(f"| {name} | {row['tgt_tok_s']:.0f} | {ratio} | {row['s_per_step']:.3f} | "
                   f"{row['mfu']:.1%} | {row['peak_rss_mb']:.0f} |")
         print(f"(matmul fp32 {fp32:.0f} GFLOP/s)")
