@@ -155,6 +155,18 @@ def check_peers() -> None:
                  f"(cd {PEERS} && bash setup.sh && bash prepare.sh) first")
 
 
+def check_models(args) -> None:
+    """The models given for decoding, checked before anything runs (training comes first)."""
+    given = [(args.onmt_model, "--onmt-model", "an OpenNMT-py checkpoint file", Path.is_file),
+             (args.seqlab_model, "--seqlab-model", "a seqlab run directory (with last.pt)",
+              lambda p: (p / "last.pt").is_file() or (p / "best.pt").is_file()),
+             (args.joey_model, "--joey-model", "a JoeyNMT model directory (config.yaml and a "
+              "checkpoint)", lambda p: (p / "config.yaml").is_file() and any(p.glob("*.ckpt")))]
+    for path, option, what, ok in given:
+        if path is not None and not ok(path):
+            sys.exit(f"speed.py: error: {option} {path}: not {what}")
+
+
 # ---------------------------------------------------------------------------- training jobs
 class Job:
     """One training run of a toolkit: its tag, its step count and threads, and where its
@@ -497,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
     args = p.parse_args(argv)
     check_peers()
+    check_models(args)
     t_start = time.time()
     info = machine_info()
     print(f"cpu: {info['cpu']}, torch {info['torch']}, {args.threads} thread(s) per system")
