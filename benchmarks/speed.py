@@ -157,12 +157,17 @@ def check_peers() -> None:
 
 def check_models(args) -> None:
     """The models given for decoding, checked before anything runs (training comes first)."""
-    given = [(args.onmt_model, "--onmt-model", "an OpenNMT-py checkpoint file", Path.is_file),
-             (args.seqlab_model, "--seqlab-model", "a seqlab run directory (with last.pt)",
-              lambda p: (p / "last.pt").is_file() or (p / "best.pt").is_file()),
+    from seqlab.checkpoint import CheckpointError, resolve_checkpoint
+
+    if args.seqlab_model is not None:
+        try:  # what Translator.from_checkpoint will open: best.pt, else last.pt, or the file
+            resolve_checkpoint(args.seqlab_model)
+        except CheckpointError as exc:
+            sys.exit(f"speed.py: error: --seqlab-model {exc}")
+    peers = [(args.onmt_model, "--onmt-model", "an OpenNMT-py checkpoint file", Path.is_file),
              (args.joey_model, "--joey-model", "a JoeyNMT model directory (config.yaml and a "
               "checkpoint)", lambda p: (p / "config.yaml").is_file() and any(p.glob("*.ckpt")))]
-    for path, option, what, ok in given:
+    for path, option, what, ok in peers:
         if path is not None and not ok(path):
             sys.exit(f"speed.py: error: {option} {path}: not {what}")
 
@@ -499,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="steps of the models trained for decoding (2000)")
     p.add_argument("--onmt-model", type=Path, help="an OpenNMT-py checkpoint to decode with "
                    "(skips training one)")
-    p.add_argument("--seqlab-model", type=Path, help="a seqlab run directory to decode with")
+    p.add_argument("--seqlab-model", type=Path, help="a seqlab run directory (or checkpoint "
+                   "file) to decode with")
     p.add_argument("--joey-model", type=Path, help="a JoeyNMT model directory to decode with "
                    "(its config.yaml and last checkpoint)")
     p.add_argument("--no-joey", action="store_true", help="leave JoeyNMT out")
@@ -540,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_joey:
                 partners.append(Joey(f"joey_{rep}", args.steps, args.threads))
             # every system next to OpenNMT-py, the pairs in a new order at every repeat
-            pairs = [[Onmt(f"onmt_{rep}_{j.tag.rsplit('_', 1)[0]}", args.steps, args.threads),
+            pairs = [[Onmt(f"onmt_beside_{j.tag}", args.steps, args.threads),
                       j] for j in partners]
             pairs = pairs[rep % len(pairs):] + pairs[:rep % len(pairs)]
             for jobs in pairs:
